@@ -1,0 +1,40 @@
+"""stcal-models: JWST/Roman detector and mosaic calibration on typed models, NumPy and JAX.
+
+The public API is flat: ``from stcal_models import RampModel, ExposureMeta, simulate_ramp``.
+"""
+
+from . import backends, dqflags
+from .dqflags import DQ, build_mask
+from .models import (
+    Catalog,
+    CubeModel,
+    DarkRef,
+    ExposureMeta,
+    GainRef,
+    ImageModel,
+    LinearityRef,
+    RampModel,
+    ReadnoiseRef,
+    RefMeta,
+    SaturationRef,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DQ",
+    "Catalog",
+    "CubeModel",
+    "DarkRef",
+    "ExposureMeta",
+    "GainRef",
+    "ImageModel",
+    "LinearityRef",
+    "RampModel",
+    "ReadnoiseRef",
+    "RefMeta",
+    "SaturationRef",
+    "backends",
+    "build_mask",
+    "dqflags",
+]

@@ -1,0 +1,27 @@
+"""Array-namespace selection, backend conversion, ``jit`` and the few ops the array API lacks."""
+
+from .namespace import (
+    BACKENDS,
+    array_namespace,
+    backend_name,
+    is_jax_array,
+    is_numpy_array,
+    to_backend,
+    to_numpy,
+)
+from .jit import jit
+from .ops import max_filter2d, median, nanmedian
+
+__all__ = [
+    "BACKENDS",
+    "array_namespace",
+    "backend_name",
+    "is_jax_array",
+    "is_numpy_array",
+    "jit",
+    "max_filter2d",
+    "median",
+    "nanmedian",
+    "to_backend",
+    "to_numpy",
+]

@@ -1,0 +1,31 @@
+"""Typed data models: science products, catalogs and reference data."""
+
+from .catalog import Catalog
+from .image import CubeModel, ImageModel
+from .meta import ExposureMeta, evenly_sampled_read_pattern
+from .ramp import RampModel
+from .reference import (
+    DarkRef,
+    GainRef,
+    LinearityRef,
+    ReadnoiseRef,
+    ReferenceModel,
+    RefMeta,
+    SaturationRef,
+)
+
+__all__ = [
+    "Catalog",
+    "CubeModel",
+    "DarkRef",
+    "ExposureMeta",
+    "GainRef",
+    "ImageModel",
+    "LinearityRef",
+    "RampModel",
+    "ReadnoiseRef",
+    "RefMeta",
+    "ReferenceModel",
+    "SaturationRef",
+    "evenly_sampled_read_pattern",
+]
