@@ -184,3 +184,18 @@ def plot_model(model, ax=None, cmap: str = "gray", title: str | None = None):
     ax.set_xlabel("x [pixel]")
     ax.set_ylabel("y [pixel]")
     return fig
+
+
+def result_html(result) -> str:
+    """HTML for a :class:`RampFitResult`: the rate model, rateints summary, step record."""
+    parts = [model_html(result.rate)]
+    parts.append(f"<div>{html.escape(one_line_repr(result.rateints))}</div>")
+    if result.fitopt is not None:
+        parts.append(f"<div>{html.escape(one_line_repr(result.fitopt))}</div>")
+    if result.record:
+        rows = "".join(_row(str(step), info) for step, info in result.record)
+        parts.append(f"<details><summary>Pipeline record</summary><table>{rows}</table></details>")
+    return (
+        f"{_STYLE}<div class='stm-wrap'><details open><summary>RampFitResult</summary>"
+        f"{''.join(parts)}</details></div>"
+    )

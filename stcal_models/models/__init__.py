@@ -4,6 +4,7 @@ from .catalog import Catalog
 from .image import CubeModel, ImageModel
 from .meta import ExposureMeta, evenly_sampled_read_pattern
 from .ramp import RampModel
+from .results import FitOptModel, RampFitResult
 from .reference import (
     DarkRef,
     GainRef,
@@ -19,9 +20,11 @@ __all__ = [
     "CubeModel",
     "DarkRef",
     "ExposureMeta",
+    "FitOptModel",
     "GainRef",
     "ImageModel",
     "LinearityRef",
+    "RampFitResult",
     "RampModel",
     "ReadnoiseRef",
     "RefMeta",
