@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import html
 import io
+import warnings
 from typing import Any
 
 import numpy as np
@@ -85,7 +86,9 @@ def _meta_section(model) -> str:
             for f in dataclasses.fields(value):
                 rows.append(_row(f"{static}.{f.name}", getattr(value, f.name)))
         elif value is not None and static == "wcs":
-            rows.append(_row("wcs", f"{type(value).__name__}: {value.input_frame} → {value.output_frame}"))
+            rows.append(
+                _row("wcs", f"{type(value).__name__}: {value.input_frame} → {value.output_frame}")
+            )
         elif value is not None:
             rows.append(_row(static, value))
     if not rows:
@@ -151,7 +154,8 @@ def thumbnail_png(model, max_size: int = 128) -> str | None:
     if ny == 0 or nx == 0:
         small = plane
     else:
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             small = np.nanmean(
                 plane[:ny, :nx].reshape(ny // step, step, nx // step, step), axis=(1, 3)
             )

@@ -101,7 +101,9 @@ def flags_from_names(names: str | Iterable[str]) -> int:
         if not name:
             continue
         if name not in DQ.__members__:
-            raise ValueError(f"dq flag name: unknown flag {raw!r}; known: {', '.join(DQ.__members__)}")
+            raise ValueError(
+                f"dq flag name: unknown flag {raw!r}; known: {', '.join(DQ.__members__)}"
+            )
         value |= int(DQ[name])
     return value
 

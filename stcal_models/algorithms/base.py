@@ -46,7 +46,9 @@ class Step:
                 f"<tr><td>{marker}{html.escape(name)}{end}</td>"
                 f"<td>{marker}{html.escape(repr(value))}{end}{note}</td></tr>"
             )
-        doc = html.escape((type(self).__doc__ or "").strip().splitlines()[0] if type(self).__doc__ else "")
+        doc = html.escape(
+            (type(self).__doc__ or "").strip().splitlines()[0] if type(self).__doc__ else ""
+        )
         return (
             "<div class='stm-wrap' style='font-family:monospace;font-size:12px'>"
             f"<details open><summary><b>{html.escape(type(self).__name__)}</b> — {doc}</summary>"

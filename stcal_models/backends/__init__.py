@@ -1,5 +1,6 @@
 """Array-namespace selection, backend conversion, ``jit`` and the few ops the array API lacks."""
 
+from .jit import jit
 from .namespace import (
     BACKENDS,
     array_namespace,
@@ -9,7 +10,6 @@ from .namespace import (
     to_backend,
     to_numpy,
 )
-from .jit import jit
 from .ops import max_filter2d, median, nanmedian
 
 __all__ = [

@@ -56,22 +56,19 @@ def read_model(path: str | os.PathLike, expected: type | None = None):
     try:
         with asdf.open(path, lazy_load=False, memmap=False) as af:
             node = af.tree.get(_TREE_KEY)
-            if not isinstance(node, dict):
-                raise ValueError(f"{path}: not a stcal_models ASDF file (no '{_TREE_KEY}' node)")
-            model_type = node.get("model_type")
-            cls = getattr(models, str(model_type), None)
-            if cls is None or not hasattr(cls, "_array_names"):
-                raise ValueError(f"{path}: unknown model_type {model_type!r}")
-            if expected is not None and cls is not expected:
-                raise ValueError(
-                    f"{path}: expected a {expected.__name__}, file holds a {model_type}"
-                )
-            arrays = {name: _native_copy(a) for name, a in dict(node["arrays"]).items()}
-            static = _plain(node["static"])
-    except ValueError:
-        raise
+            if isinstance(node, dict):
+                arrays = {name: _native_copy(a) for name, a in dict(node["arrays"]).items()}
+                static = _plain(node["static"])
+                model_type = node.get("model_type")
     except Exception as exc:  # asdf/yaml errors for truncated or foreign files
         raise ValueError(f"{path}: cannot read as ASDF ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(node, dict):
+        raise ValueError(f"{path}: not a stcal_models ASDF file (no '{_TREE_KEY}' node)")
+    cls = getattr(models, str(model_type), None)
+    if cls is None or not hasattr(cls, "_array_names"):
+        raise ValueError(f"{path}: unknown model_type {model_type!r}")
+    if expected is not None and cls is not expected:
+        raise ValueError(f"{path}: expected a {expected.__name__}, file holds a {model_type}")
     unknown = set(arrays) - set(cls._array_names)
     if unknown:
         raise ValueError(f"{path}: unknown array fields {sorted(unknown)} for {cls.__name__}")

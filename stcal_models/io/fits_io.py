@@ -72,9 +72,16 @@ def read_ramp_fits(path: str | os.PathLike):
                 raise ValueError(
                     f"{path}: ZEROFRAME expected shape {(nints, ny, nx)}, got {zeroframe.shape}"
                 )
+        err = None
+        if "ERR" in hdul:
+            err = _optional_extension(hdul, "ERR", np.float32, (nints, ngroups, ny, nx), path)
         read_pattern = _read_pattern_from_hdul(hdul, path)
-        meta = _meta_from_header(header, nints=nints, ngroups=ngroups, read_pattern=read_pattern, path=path)
-    return RampModel(data=sci, groupdq=groupdq, pixeldq=pixeldq, zeroframe=zeroframe, meta=meta)
+        meta = _meta_from_header(
+            header, nints=nints, ngroups=ngroups, read_pattern=read_pattern, path=path
+        )
+    return RampModel(
+        data=sci, groupdq=groupdq, pixeldq=pixeldq, zeroframe=zeroframe, err=err, meta=meta
+    )
 
 
 def write_ramp_fits(model, path: str | os.PathLike) -> None:
@@ -148,7 +155,9 @@ class _open_fits:
         except Exception as exc:
             if self.hdul is not None:
                 self.hdul.close()
-            raise ValueError(f"{self.path}: cannot read as FITS ({type(exc).__name__}: {exc})") from exc
+            raise ValueError(
+                f"{self.path}: cannot read as FITS ({type(exc).__name__}: {exc})"
+            ) from exc
         return self.hdul
 
     def __exit__(self, *exc) -> None:
@@ -179,12 +188,20 @@ def _optional_extension(hdul, name, dtype, shape, path):
         got = None if data is None else tuple(data.shape)
         raise ValueError(f"{path}: extension {name} expected shape {tuple(shape)}, got {got}")
     if np.dtype(data.dtype).newbyteorder("=") != np.dtype(dtype):
-        if np.issubdtype(data.dtype, np.integer) and np.issubdtype(dtype, np.integer) and (
-            np.can_cast(data.dtype, dtype, casting="safe") or np.all(data >= 0) and np.all(data <= np.iinfo(dtype).max)
+        if (
+            np.issubdtype(data.dtype, np.integer)
+            and np.issubdtype(dtype, np.integer)
+            and (
+                np.can_cast(data.dtype, dtype, casting="safe")
+                or np.all(data >= 0)
+                and np.all(data <= np.iinfo(dtype).max)
+            )
         ):
             pass  # integer DQ stored in another integer width: values fit exactly
         else:
-            raise TypeError(f"{path}: extension {name} expected {np.dtype(dtype)}, got {data.dtype}")
+            raise TypeError(
+                f"{path}: extension {name} expected {np.dtype(dtype)}, got {data.dtype}"
+            )
     return np.array(data, dtype=dtype)
 
 

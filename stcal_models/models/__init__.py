@@ -4,7 +4,6 @@ from .catalog import Catalog
 from .image import CubeModel, ImageModel
 from .meta import ExposureMeta, evenly_sampled_read_pattern
 from .ramp import RampModel
-from .results import FitOptModel, RampFitResult
 from .reference import (
     DarkRef,
     GainRef,
@@ -14,6 +13,7 @@ from .reference import (
     RefMeta,
     SaturationRef,
 )
+from .results import FitOptModel, RampFitResult
 
 __all__ = [
     "Catalog",

@@ -99,9 +99,7 @@ class DataModel:
                     raise ValueError(f"{cls}.{f.name}: required, got None")
                 continue
             if not (hasattr(value, "shape") and hasattr(value, "dtype")):
-                raise TypeError(
-                    f"{cls}.{f.name}: expected an array, got {type(value).__name__}"
-                )
+                raise TypeError(f"{cls}.{f.name}: expected an array, got {type(value).__name__}")
             try:
                 xp = array_namespace(value)
             except TypeError as exc:

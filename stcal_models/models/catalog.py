@@ -48,7 +48,9 @@ class Catalog(DataModel):
         """An :class:`astropy.table.Table` with the non-empty columns."""
         from astropy.table import Table
 
-        table = Table({c: np.asarray(getattr(self, c)) for c in _COLUMNS if getattr(self, c) is not None})
+        table = Table(
+            {c: np.asarray(getattr(self, c)) for c in _COLUMNS if getattr(self, c) is not None}
+        )
         table.meta["name"] = self.name
         return table
 
@@ -72,7 +74,9 @@ class Catalog(DataModel):
                 raise ValueError(f"Catalog.from_table: column {c!r} has masked entries")
             arr = np.asarray(values)
             if not np.issubdtype(arr.dtype, np.number):
-                raise TypeError(f"Catalog.from_table: column {c!r} expected numbers, got {arr.dtype}")
+                raise TypeError(
+                    f"Catalog.from_table: column {c!r} expected numbers, got {arr.dtype}"
+                )
             columns[c] = arr.astype(np.float64)
         if name is None:
             name = str(table.meta.get("name", ""))

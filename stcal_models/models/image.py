@@ -37,9 +37,13 @@ class _ImageLike(DataModel):
         for name in ("dq", *_VARIANCES):
             self._check_shape(name, shape)
         if self.meta is not None and not isinstance(self.meta, ExposureMeta):
-            raise TypeError(f"{cls}.meta: expected ExposureMeta or None, got {type(self.meta).__name__}")
+            raise TypeError(
+                f"{cls}.meta: expected ExposureMeta or None, got {type(self.meta).__name__}"
+            )
         if self.wcs is not None and not hasattr(self.wcs, "forward_transform"):
-            raise TypeError(f"{cls}.wcs: expected a gwcs.WCS or None, got {type(self.wcs).__name__}")
+            raise TypeError(
+                f"{cls}.wcs: expected a gwcs.WCS or None, got {type(self.wcs).__name__}"
+            )
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -12,15 +12,15 @@ __all__ = ["ExposureMeta", "evenly_sampled_read_pattern"]
 ReadPattern = tuple[tuple[int, ...], ...]
 
 
-def evenly_sampled_read_pattern(ngroups: int, nframes: int, groupgap: int, nskip: int = 0) -> ReadPattern:
+def evenly_sampled_read_pattern(
+    ngroups: int, nframes: int, groupgap: int, nskip: int = 0
+) -> ReadPattern:
     """JWST read pattern: for each group the 1-based indices of the frames averaged into it.
 
     Group ``g`` (0-based) averages frames ``nskip + g*(nframes+groupgap) + 1 ... + nframes``.
     """
     step = nframes + groupgap
-    return tuple(
-        tuple(nskip + g * step + k + 1 for k in range(nframes)) for g in range(ngroups)
-    )
+    return tuple(tuple(nskip + g * step + k + 1 for k in range(nframes)) for g in range(ngroups))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

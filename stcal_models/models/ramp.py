@@ -54,14 +54,18 @@ class RampModel(DataModel):
 
     def _validate(self) -> None:
         if not isinstance(self.meta, ExposureMeta):
-            raise TypeError(f"RampModel.meta: expected ExposureMeta, got {type(self.meta).__name__}")
+            raise TypeError(
+                f"RampModel.meta: expected ExposureMeta, got {type(self.meta).__name__}"
+            )
         nints, ngroups, ny, nx = (int(s) for s in self.data.shape)
         self._check_shape("groupdq", (nints, ngroups, ny, nx))
         self._check_shape("pixeldq", (ny, nx))
         self._check_shape("zeroframe", (nints, ny, nx))
         self._check_shape("err", (nints, ngroups, ny, nx))
         if self.meta.nints != nints:
-            raise ValueError(f"RampModel.meta.nints: expected {nints} (data.shape[0]), got {self.meta.nints}")
+            raise ValueError(
+                f"RampModel.meta.nints: expected {nints} (data.shape[0]), got {self.meta.nints}"
+            )
         if self.meta.ngroups != ngroups:
             raise ValueError(
                 f"RampModel.meta.ngroups: expected {ngroups} (data.shape[1]), got {self.meta.ngroups}"

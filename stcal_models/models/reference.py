@@ -37,7 +37,11 @@ class RefMeta:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"RefMeta.{name}: expected an int >= 1, got {value!r}")
-        if isinstance(self.groupgap, bool) or not isinstance(self.groupgap, int) or self.groupgap < 0:
+        if (
+            isinstance(self.groupgap, bool)
+            or not isinstance(self.groupgap, int)
+            or self.groupgap < 0
+        ):
             raise ValueError(f"RefMeta.groupgap: expected an int >= 0, got {self.groupgap!r}")
 
     def to_dict(self) -> dict[str, Any]:

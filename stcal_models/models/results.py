@@ -52,7 +52,9 @@ class RampFitResult:
 
     def __post_init__(self) -> None:
         if not isinstance(self.rate, ImageModel):
-            raise TypeError(f"RampFitResult.rate: expected ImageModel, got {type(self.rate).__name__}")
+            raise TypeError(
+                f"RampFitResult.rate: expected ImageModel, got {type(self.rate).__name__}"
+            )
         if not isinstance(self.rateints, CubeModel):
             raise TypeError(
                 f"RampFitResult.rateints: expected CubeModel, got {type(self.rateints).__name__}"
