@@ -20,6 +20,16 @@ from .models import (
     RefMeta,
     SaturationRef,
 )
+from .simulate import (
+    ExposureRefs,
+    RampTruth,
+    SceneTruth,
+    SimulatedExposure,
+    SimulatedScene,
+    imaging_wcs,
+    simulate_ramp,
+    simulate_scene,
+)
 
 __version__ = "0.1.0"
 
@@ -38,6 +48,14 @@ __all__ = [
     "ReadnoiseRef",
     "RefMeta",
     "SaturationRef",
+    "ExposureRefs",
+    "RampTruth",
+    "SceneTruth",
+    "SimulatedExposure",
+    "SimulatedScene",
+    "imaging_wcs",
+    "simulate_ramp",
+    "simulate_scene",
     "backends",
     "build_mask",
     "dqflags",
