@@ -12,6 +12,7 @@ from .reference import (
     ReferenceModel,
     RefMeta,
     SaturationRef,
+    SuperbiasRef,
 )
 from .results import FitOptModel, RampFitResult
 
@@ -30,5 +31,6 @@ __all__ = [
     "RefMeta",
     "ReferenceModel",
     "SaturationRef",
+    "SuperbiasRef",
     "evenly_sampled_read_pattern",
 ]

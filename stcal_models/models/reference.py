@@ -16,6 +16,7 @@ __all__ = [
     "RefMeta",
     "ReferenceModel",
     "SaturationRef",
+    "SuperbiasRef",
 ]
 
 
@@ -187,3 +188,12 @@ class DarkRef(ReferenceModel):
         super()._validate()
         if self.average_dark_current is not None and self.average_dark_current.ndim == 2:
             self._check_shape("average_dark_current", self.frame_shape)
+
+
+@_ref
+class SuperbiasRef(ReferenceModel):
+    """Superbias frame in DN, ``(ny, nx)``: the zero-signal level subtracted before linearity."""
+
+    data: Any = array_field(dtype="float32", ndim=2, doc="bias level, DN")
+    dq: Any = array_field(dtype="uint32", ndim=2, optional=True, doc="DQ flags")
+    meta: RefMeta | None = None
