@@ -4,6 +4,7 @@ The public API is flat: ``from stcal_models import RampModel, ExposureMeta, simu
 """
 
 from . import backends, dqflags
+from .algorithms import DarkCurrent, DarkResult, Linearity, Saturation, Step, Superbias
 from .dqflags import DQ, build_mask
 from .models import (
     Catalog,
@@ -19,6 +20,7 @@ from .models import (
     ReadnoiseRef,
     RefMeta,
     SaturationRef,
+    SuperbiasRef,
 )
 from .simulate import (
     ExposureRefs,
@@ -34,6 +36,12 @@ from .simulate import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DarkCurrent",
+    "DarkResult",
+    "Linearity",
+    "Saturation",
+    "Step",
+    "Superbias",
     "DQ",
     "Catalog",
     "CubeModel",
@@ -48,6 +56,7 @@ __all__ = [
     "ReadnoiseRef",
     "RefMeta",
     "SaturationRef",
+    "SuperbiasRef",
     "ExposureRefs",
     "RampTruth",
     "SceneTruth",

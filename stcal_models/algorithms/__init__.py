@@ -1,5 +1,9 @@
 """Calibration steps, one module each; every step is a validated, callable dataclass."""
 
 from .base import Step
+from .dark_current import DarkCurrent, DarkResult
+from .linearity import Linearity
+from .saturation import Saturation
+from .superbias import Superbias
 
-__all__ = ["Step"]
+__all__ = ["DarkCurrent", "DarkResult", "Linearity", "Saturation", "Step", "Superbias"]
