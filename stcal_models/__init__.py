@@ -4,7 +4,15 @@ The public API is flat: ``from stcal_models import RampModel, ExposureMeta, simu
 """
 
 from . import backends, dqflags
-from .algorithms import DarkCurrent, DarkResult, Linearity, Saturation, Step, Superbias
+from .algorithms import (
+    DarkCurrent,
+    DarkResult,
+    JumpDetection,
+    Linearity,
+    Saturation,
+    Step,
+    Superbias,
+)
 from .dqflags import DQ, build_mask
 from .models import (
     Catalog,
@@ -38,6 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DarkCurrent",
     "DarkResult",
+    "JumpDetection",
     "Linearity",
     "Saturation",
     "Step",

@@ -2,8 +2,17 @@
 
 from .base import Step
 from .dark_current import DarkCurrent, DarkResult
+from .jump import JumpDetection
 from .linearity import Linearity
 from .saturation import Saturation
 from .superbias import Superbias
 
-__all__ = ["DarkCurrent", "DarkResult", "Linearity", "Saturation", "Step", "Superbias"]
+__all__ = [
+    "DarkCurrent",
+    "DarkResult",
+    "JumpDetection",
+    "Linearity",
+    "Saturation",
+    "Step",
+    "Superbias",
+]
