@@ -1,9 +1,12 @@
-"""Example job: simulate an exposure, write and re-read it, and draw a summary figure.
+"""Main job: simulate a NIRCam-like exposure and calibrate it with ``Detector1Pipeline``.
 
-Run ``python -m stcal_models.main_job --out DIR`` (``make run`` uses ``--out out``).  It
-simulates a ramp with stars, cosmic rays and a snowball, writes ``DIR/example_ramp.asdf``,
-reads it back and checks it is identical, saves ``DIR/example_summary.png`` and prints a
-short summary table.
+``python -m stcal_models.main_job --out DIR`` (what ``make run`` does) simulates a seeded
+1x20x2048x2048 exposure with saturated stars, cosmic rays and a snowball, runs
+saturation -> superbias -> linearity -> dark -> jump -> ramp fit on the chosen backend,
+writes ``DIR/example_rate.fits``, ``DIR/example_rateints.fits`` and
+``DIR/example_summary.png`` (rate image, DQ map by flag, a few ramps with their fits and
+jumps), and prints the time per step, flags found against the injected truth and the
+slope error against the true flux.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import RampModel
+from .dqflags import DQ
+from .models import RampFitResult
 from .simulate import SimulatedExposure, simulate_ramp
 
 __all__ = ["main"]
@@ -27,8 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m stcal_models.main_job",
         description=(
-            "Simulate a JWST-like ramp (stars, cosmic rays, a snowball), write it to "
-            "OUT/example_ramp.asdf, read it back, and save OUT/example_summary.png."
+            "Simulate a NIRCam-like exposure (stars, cosmic rays, a snowball), calibrate it "
+            "with Detector1Pipeline and write OUT/example_rate.fits, "
+            "OUT/example_rateints.fits and OUT/example_summary.png."
         ),
     )
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (created)")
@@ -38,74 +43,61 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         nargs=2,
         metavar=("NY", "NX"),
-        default=(512, 512),
-        help="frame size in pixels (default 512 512)",
+        default=(2048, 2048),
+        help="frame size in pixels (default 2048 2048)",
     )
     parser.add_argument(
-        "--ngroups", type=int, default=10, help="groups per integration (default 10)"
+        "--ngroups", type=int, default=20, help="groups per integration (default 20)"
+    )
+    parser.add_argument("--nints", type=int, default=1, help="integrations (default 1)")
+    parser.add_argument(
+        "--backend", choices=("numpy", "jax"), default="numpy", help="array backend (default numpy)"
     )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the example job; returns the process exit status (0 on success).
+    """Run the main job; returns the process exit status (0 on success)."""
+    from .pipeline import Detector1Pipeline, References
 
-    Raises
-    ------
-    RuntimeError
-        If the ramp read back from ASDF differs from the one written.
-    """
     parser = _parser()
     args = parser.parse_args(None if argv is None else list(argv))
     ny, nx = args.shape
     if ny < 16 or nx < 16:
-        parser.error(f"--shape: expected at least 16 16, got {ny} {nx}")
-    if args.ngroups < 2:
-        parser.error(f"--ngroups: expected >= 2, got {args.ngroups}")
-    if args.seed < 0:
-        parser.error(f"--seed: expected >= 0, got {args.seed}")
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+        parser.error(f"--shape: expected at least 16 x 16 pixels, got {ny} x {nx}")
+    if args.ngroups < 3 or args.nints < 1:
+        parser.error("--ngroups must be >= 3 and --nints >= 1")
+    args.out.mkdir(parents=True, exist_ok=True)
 
-    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
     sim = simulate_ramp(
         shape=(ny, nx),
+        nints=args.nints,
         ngroups=args.ngroups,
         seed=args.seed,
-        n_stars=max(5, (ny * nx) // 8000),
         cr_rate=CR_RATE,
         snowballs=1,
+        n_stars=max(5, ny * nx // 40000),
+        nonlinearity=2e-6,
     )
-    timings["simulate"] = time.perf_counter() - t0
+    timings["simulate"] = time.perf_counter() - start
+    refs = References.from_simulation(sim)
+    pipeline = Detector1Pipeline(backend=args.backend, progress=True)
+    start = time.perf_counter()
+    result, calibrated = pipeline.run(sim.ramp, refs)
+    timings["pipeline (total)"] = time.perf_counter() - start
 
-    ramp_path = out / "example_ramp.asdf"
-    t0 = time.perf_counter()
-    sim.ramp.to_asdf(ramp_path)
-    timings["write ASDF"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    back = RampModel.from_asdf(ramp_path)
-    timings["read ASDF"] = time.perf_counter() - t0
-    _check_identical(sim.ramp, back)
-
-    png_path = out / "example_summary.png"
-    t0 = time.perf_counter()
-    save_summary_figure(sim, png_path)
-    timings["plot PNG"] = time.perf_counter() - t0
-
-    print(_summary_table(sim, timings, ramp_path, png_path))
+    rate_path = args.out / "example_rate.fits"
+    rateints_path = args.out / "example_rateints.fits"
+    png_path = args.out / "example_summary.png"
+    result.rate.to_fits(rate_path)
+    result.rateints.to_fits(rateints_path)
+    start = time.perf_counter()
+    save_summary_figure(sim, result, png_path, calibrated)
+    timings["plot"] = time.perf_counter() - start
+    print(_summary_table(sim, result, timings, args.backend, rate_path, rateints_path, png_path))
     return 0
-
-
-def _check_identical(written: RampModel, read: RampModel) -> None:
-    for name in written._array_names:
-        a, b = getattr(written, name), getattr(read, name)
-        if (a is None) != (b is None):
-            raise RuntimeError(f"ASDF round trip: field {name!r} present on one side only")
-        if a is not None and (a.dtype != b.dtype or not np.array_equal(a, b)):
-            raise RuntimeError(f"ASDF round trip: field {name!r} differs after reading back")
-    if written.meta != read.meta:
-        raise RuntimeError(f"ASDF round trip: meta differs ({written.meta} vs {read.meta})")
 
 
 def interesting_pixels(sim: SimulatedExposure) -> dict[str, tuple[int, int]]:
@@ -139,88 +131,97 @@ def interesting_pixels(sim: SimulatedExposure) -> dict[str, tuple[int, int]]:
     return pixels
 
 
-def save_summary_figure(sim: SimulatedExposure, path: str | Path) -> None:
-    """Three panels: last group (ZScale + asinh), injected events, ramps of a few pixels."""
-    from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
+def save_summary_figure(
+    sim: SimulatedExposure, result: RampFitResult, path: str | Path, calibrated=None
+) -> None:
+    """Rate image, DQ map by flag, and ramps of interesting pixels with their fits.
 
-    ramp, truth = sim.ramp, sim.truth
-    last = np.asarray(ramp.data[0, -1])
-    fig = Figure(figsize=(15, 4.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax_img, ax_map, ax_ramp = fig.subplots(1, 3)
+    ``calibrated`` is the ramp that was fitted (its GROUPDQ colours the ramps); the raw
+    simulated ramp is drawn when it is not given.
+    """
+    import matplotlib
 
-    norm = ImageNormalize(last, interval=ZScaleInterval(), stretch=AsinhStretch())
-    im = ax_img.imshow(last, origin="lower", cmap="gray", norm=norm, interpolation="nearest")
-    fig.colorbar(im, ax=ax_img, fraction=0.046, pad=0.02, label="DN")
-    ax_img.set_title(f"last group (integration 1, group {ramp.ngroups})", fontsize=10)
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
 
-    events = np.zeros(last.shape, dtype=np.int8)
-    events[truth.jump_mask[0].any(axis=0)] = 1
-    events[truth.saturated[0].any(axis=0)] += 2
-    colours = ["#202020", "#ff8c00", "#3a7bd5", "#c03fd0"]
-    ax_map.imshow(
-        events,
-        origin="lower",
-        cmap=ListedColormap(colours),
-        vmin=-0.5,
-        vmax=3.5,
-        interpolation="nearest",
+    from .display import plot_dq, plot_ramp
+
+    pixels = interesting_pixels(sim)
+    ncols = max(3, len(pixels))
+    fig = plt.figure(figsize=(4.6 * ncols, 9.0))
+    grid = fig.add_gridspec(2, ncols)
+    ax_rate = fig.add_subplot(grid[0, 0])
+    result.rate.plot(ax=ax_rate, title="rate [DN/s] (ZScale + asinh)")
+    ax_dq = fig.add_subplot(grid[0, 1])
+    plot_dq(result.rate.dq, ax=ax_dq, title="rate DQ (first flag per pixel)")
+    ax_err = fig.add_subplot(grid[0, 2])
+    good = np.isfinite(result.rate.data) & (
+        (result.rate.dq & int(DQ.DO_NOT_USE | DQ.SATURATED)) == 0
     )
-    ax_map.legend(
-        handles=[
-            Patch(color=colours[1], label="jump (CR / snowball)"),
-            Patch(color=colours[2], label="saturated"),
-            Patch(color=colours[3], label="both"),
-        ],
-        loc="upper right",
-        fontsize=8,
-        framealpha=0.8,
-    )
-    ax_map.set_title(
-        f"injected: {len(truth.jumps)} cosmic rays, {len(truth.snowballs)} snowball(s)", fontsize=10
-    )
+    pull = (result.rate.data - sim.truth.flux)[good] / result.rate.err[good]
+    ax_err.hist(np.clip(pull, -6, 6), bins=80, color="0.4")
+    ax_err.set_title(f"(rate - truth) / err: median {np.median(pull):+.3f}, std {np.std(pull):.3f}")
+    ax_err.set_xlabel("pull")
+    for k, (label, (y, x)) in enumerate(pixels.items()):
+        ax = fig.add_subplot(grid[1, k])
+        plot_ramp(calibrated if calibrated is not None else sim.ramp, y, x, result=result, ax=ax)
+        ax.set_title(f"{label} ({y}, {x})\n" + ax.get_title(), fontsize=8)
+        for py, px in [(y, x)]:
+            ax_rate.plot(px, py, "o", mfc="none", ms=10)
+    fig.tight_layout()
+    from .io.atomic import atomic_path
 
-    times = np.asarray(ramp.meta.resultant_times)
-    for label, (y, x) in interesting_pixels(sim).items():
-        values = np.asarray(ramp.data[0, :, y, x])
-        line = ax_ramp.plot(times, values, marker="o", ms=3, label=f"{label} ({x}, {y})")[0]
-        sat = truth.saturated[0, :, y, x]
-        if sat.any():
-            ax_ramp.plot(times[sat], values[sat], "x", color=line.get_color(), ms=7)
-        for ax in (ax_img, ax_map):
-            ax.plot(x, y, "o", mfc="none", mec=line.get_color(), ms=10)
-    ax_ramp.set_yscale("log")
-    ax_ramp.set_xlabel("time since reset [s]")
-    ax_ramp.set_ylabel("DN")
-    ax_ramp.set_title("ramps (x = saturated group)", fontsize=10)
-    ax_ramp.legend(fontsize=8)
-    for ax in (ax_img, ax_map):
-        ax.set_xlabel("x [pixel]")
-        ax.set_ylabel("y [pixel]")
-    fig.savefig(Path(path), dpi=90, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
 
 
-def _summary_table(sim: SimulatedExposure, timings: dict[str, float], *paths: Path) -> str:
-    ramp, truth = sim.ramp, sim.truth
+def _summary_table(
+    sim: SimulatedExposure,
+    result: RampFitResult,
+    timings: dict[str, float],
+    backend: str,
+    *paths: Path,
+) -> str:
+    truth = sim.truth
+    nints, ngroups, ny, nx = sim.ramp.shape
+    dq = result.rate.dq
+    jumps = truth.jumps
+    readnoise = float(np.mean(truth.readnoise))
+    hits = (np.asarray(jumps["group"]) > 0) & (np.asarray(jumps["amplitude"]) > 10 * readnoise)
+    ys, xs = np.asarray(jumps["y"])[hits], np.asarray(jumps["x"])[hits]
+    unsat = ~truth.saturated.any(axis=(0, 1))[ys, xs]
+    found = (dq[ys, xs] & int(DQ.JUMP_DET)) != 0
+    saturated_truth = truth.saturated.any(axis=(0, 1))
+    sat_found = (dq[saturated_truth] & int(DQ.SATURATED)) != 0
+    good = np.isfinite(result.rate.data) & ((dq & int(DQ.DO_NOT_USE | DQ.SATURATED)) == 0)
+    error = (result.rate.data - truth.flux)[good]
+    pull = error / result.rate.err[good]
     rows = [
-        ("shape (nints, ngroups, ny, nx)", "x".join(str(s) for s in ramp.shape)),
-        ("group time [s]", f"{ramp.meta.group_time:.3f}"),
-        ("cosmic rays injected", f"{len(truth.jumps)}"),
-        ("snowballs injected", f"{len(truth.snowballs)}"),
-        ("pixels with a jump", f"{int(truth.jump_mask.any(axis=(0, 1)).sum())}"),
-        ("saturated pixels (any group)", f"{int(truth.saturated.any(axis=(0, 1)).sum())}"),
+        ("shape (nints, ngroups, ny, nx)", f"{nints}x{ngroups}x{ny}x{nx}"),
+        ("backend", backend),
+        ("cosmic rays injected", f"{len(jumps):,}"),
+        (
+            "  > 10 sigma, unsaturated, flagged",
+            f"{found[unsat].sum():,} / {unsat.sum():,}"
+            + (f" ({100 * found[unsat].mean():.1f}%)" if unsat.any() else ""),
+        ),
+        ("pixels flagged JUMP_DET", f"{int(np.count_nonzero(dq & int(DQ.JUMP_DET))):,}"),
+        ("saturated pixels (truth)", f"{int(saturated_truth.sum()):,}"),
+        ("  flagged SATURATED", f"{int(sat_found.sum()):,}"),
+        ("slope error vs truth: median [DN/s]", f"{np.median(error):+.4f}"),
+        ("slope pull: median, std", f"{np.median(pull):+.3f}, {np.std(pull):.3f}"),
     ]
-    rows += [(f"time: {name} [s]", f"{seconds:.2f}") for name, seconds in timings.items()]
+    for name, record in result.record:
+        text = "skipped: " + record.skipped if record.skipped else f"{record.seconds:.2f}"
+        rows.append((f"time: {name} [s]", text))
+    rows += [(f"time: {k} [s]", f"{v:.2f}") for k, v in timings.items()]
     rows += [(f"wrote {p.name}", f"{p.stat().st_size / 1e6:.1f} MB") for p in paths]
-    width = max(len(k) for k, _ in rows)
-    line = "-" * (width + 16)
-    body = "\n".join(f"{k:<{width}}  {v:>12}" for k, v in rows)
-    return f"{line}\nstcal-models example job\n{line}\n{body}\n{line}"
+    width = max(len(k) for k, _ in rows) + 2
+    line = "-" * (width + 24)
+    body = "\n".join(f"{k:<{width}}{v:>24}" for k, v in rows)
+    return f"stcal-models main job: Detector1 on a simulated exposure\n{line}\n{body}\n{line}"
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())

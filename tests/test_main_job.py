@@ -1,30 +1,33 @@
-"""The example job runs end to end on a small frame and writes valid outputs."""
+"""The main job runs end to end on a small frame and writes valid outputs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from astropy.io import fits
 
 from stcal_models.main_job import main
-from stcal_models.models import RampModel
 
 
-def test_main_job_writes_asdf_and_png(tmp_path, capsys):
+def test_main_job_writes_rate_rateints_and_png(tmp_path, capsys):
     out = tmp_path / "job"
-    assert main(["--out", str(out), "--shape", "64", "48", "--ngroups", "5", "--seed", "3"]) == 0
-    ramp_path, png_path = out / "example_ramp.asdf", out / "example_summary.png"
-    assert ramp_path.is_file() and png_path.is_file()
-    ramp = RampModel.from_asdf(ramp_path)
-    assert ramp.shape == (1, 5, 64, 48) and ramp.data.dtype == np.float32
-    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["--out", str(out), "--shape", "64", "48", "--ngroups", "6", "--seed", "3"]) == 0
+    rate, rateints, png = (
+        out / n for n in ("example_rate.fits", "example_rateints.fits", "example_summary.png")
+    )
+    with fits.open(rate) as hdul:
+        assert hdul["SCI"].data.shape == (64, 48) and "DQ" in hdul
+        assert np.isfinite(hdul["SCI"].data).mean() > 0.9
+    with fits.open(rateints) as hdul:
+        assert hdul["SCI"].data.shape == (1, 64, 48)
     import matplotlib.image
 
-    image = matplotlib.image.imread(png_path)
-    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 600
+    image = matplotlib.image.imread(png)
+    assert image.ndim == 3 and image.shape[1] > 600
     assert image[..., :3].std() > 0.05  # not a blank canvas
     text = capsys.readouterr().out
-    assert "1x5x64x48" in text and "cosmic rays injected" in text
-    assert not list(out.glob(".*.tmp"))  # no temporary files left behind
+    assert "1x6x64x48" in text and "cosmic rays injected" in text and "time: jump" in text
+    assert not list(out.glob(".*.tmp"))
 
 
 def test_main_job_help_and_bad_shape(tmp_path, capsys):

@@ -149,6 +149,7 @@ class _open_fits:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", fits.verify.VerifyWarning)
+                warnings.filterwarnings("error", message="File may have been truncated")
                 self.hdul = fits.open(self.path, memmap=False, lazy_load_hdus=False)
                 for hdu in self.hdul:
                     _ = hdu.data  # force reading: a truncated file fails here
