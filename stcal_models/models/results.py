@@ -82,8 +82,10 @@ class RampFitResult:
         return result_html(self)
 
     def plot(self, **kwargs):
-        """Matplotlib figure of the rate image."""
-        return self.rate.plot(**kwargs)
+        """Matplotlib figure: the rate image beside a DQ map with counts per flag."""
+        from ..display import plot_result
+
+        return plot_result(self, **kwargs)
 
 
 def _flatten(result):
