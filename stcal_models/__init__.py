@@ -5,10 +5,13 @@ The public API is flat: ``from stcal_models import RampModel, ExposureMeta, simu
 
 from . import backends, dqflags
 from .algorithms import (
+    Cas22RampFit,
     DarkCurrent,
     DarkResult,
     JumpDetection,
+    LikelyRampFit,
     Linearity,
+    OLSRampFit,
     Saturation,
     Step,
     Superbias,
@@ -30,6 +33,7 @@ from .models import (
     SaturationRef,
     SuperbiasRef,
 )
+from .pipeline import Detector1Pipeline, References  # noqa: E402  (needs the steps above)
 from .simulate import (
     ExposureRefs,
     RampTruth,
@@ -44,6 +48,11 @@ from .simulate import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Cas22RampFit",
+    "Detector1Pipeline",
+    "LikelyRampFit",
+    "OLSRampFit",
+    "References",
     "DarkCurrent",
     "DarkResult",
     "JumpDetection",

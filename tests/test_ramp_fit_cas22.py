@@ -460,12 +460,12 @@ def test_diagnostic_segments_and_flag_jumps():
 
 
 def test_dark_current_is_added_back_for_the_fit():
-    """``dark_current`` (e-/s) fits ``data + dark * t / gain`` and subtracts ``dark / gain``."""
+    """``dark_current`` (DN/s) fits ``data + dark * t`` and subtracts ``dark``."""
     ramp, gain, rn, _ = _ramp(seed=2)
     dark = Cas22RampFit()(ramp, gain, rn, dark_current=5.0)
     t = np.asarray(ramp.meta.resultant_times, np.float32)[None, :, None, None]
-    added = Cas22RampFit()(ramp.replace(data=ramp.data + 5.0 * t / 2.0), gain, rn)
-    np.testing.assert_allclose(to_numpy(dark.rate.data), to_numpy(added.rate.data) - 2.5,
+    added = Cas22RampFit()(ramp.replace(data=ramp.data + 5.0 * t), gain, rn)
+    np.testing.assert_allclose(to_numpy(dark.rate.data), to_numpy(added.rate.data) - 5.0,
                                rtol=1e-5, atol=1e-5)
     for name in ("var_poisson", "var_rnoise"):
         np.testing.assert_allclose(getattr(dark.rate, name), getattr(added.rate, name), rtol=1e-5)

@@ -4,10 +4,14 @@ from .base import Step
 from .dark_current import DarkCurrent, DarkResult
 from .jump import JumpDetection
 from .linearity import Linearity
+from .ramp_fitting import Cas22RampFit, LikelyRampFit, OLSRampFit
 from .saturation import Saturation
 from .superbias import Superbias
 
 __all__ = [
+    "Cas22RampFit",
+    "LikelyRampFit",
+    "OLSRampFit",
     "DarkCurrent",
     "DarkResult",
     "JumpDetection",

@@ -33,7 +33,8 @@ class DarkResult:
         The dark-subtracted ramp (new ``data``, ``pixeldq`` and, with ``flag_nan``,
         ``groupdq``).
     average_dark_current : array, float32 (ny, nx)
-        Average dark current in e-/s for ramp fitting's Poisson variance: the step's
+        Average dark current in DN/s (stcal's ramp fitting adds it to its DN/s slope
+        estimate) for ramp fitting's Poisson variance: the step's
         ``average_dark_current`` if set, else the reference's (scalar broadcast or 2-D,
         cut to the science frame), else zeros.  Pass it as ``dark_current=`` to the
         ramp-fitting steps.
@@ -286,7 +287,7 @@ class DarkCurrent(Step):
     ``integration_start`` of a segmented exposure.  The dark DQ is OR-ed into PIXELDQ;
     GROUPDQ and ERR are not changed (except by ``flag_nan``).
 
-    The step also returns the average dark current (e-/s) that ramp fitting adds to its
+    The step also returns the average dark current (DN/s) that ramp fitting adds to its
     Poisson variance: ``average_dark_current`` if set, else the reference's
     ``average_dark_current`` (scalar or 2-D), else zero — always a float32 ``(ny, nx)``
     array in the ramp's namespace.
@@ -294,7 +295,7 @@ class DarkCurrent(Step):
     Parameters
     ----------
     average_dark_current : float or None, default None
-        Average dark current in e-/s overriding the reference's value (JWST's step
+        Average dark current in DN/s overriding the reference's value (JWST's step
         argument of the same name).
     flag_nan : bool, default True
         Groups whose science value is NaN get ``DO_NOT_USE`` in GROUPDQ (the value stays

@@ -173,14 +173,14 @@ class DarkRef(ReferenceModel):
     """Dark ramp in DN, frame-level ``(ngroups, ny, nx)`` or per integration ``(nints, ngroups, ny, nx)``.
 
     ``meta.nframes``/``meta.groupgap`` describe how the dark was read out (usually 1/0).
-    ``average_dark_current`` (e-/s) is the scalar or per-pixel value ramp fitting adds to
+    ``average_dark_current`` (DN/s) is the scalar or per-pixel value ramp fitting adds to
     its Poisson variance.
     """
 
     data: Any = array_field(dtype="float32", ndim=(3, 4), doc="dark ramp, DN")
     dq: Any = array_field(dtype="uint32", ndim=2, optional=True, doc="DQ flags")
     average_dark_current: Any = array_field(
-        dtype="float32", ndim=(0, 2), optional=True, doc="average dark current, e-/s"
+        dtype="float32", ndim=(0, 2), optional=True, doc="average dark current, DN/s"
     )
     meta: RefMeta | None = None
 

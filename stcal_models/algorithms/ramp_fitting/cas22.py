@@ -67,7 +67,8 @@ class Cas22RampFit(Step):
       finite; pixels whose PIXELDQ has DO_NOT_USE or SATURATED, or whose gain is not a
       positive number (NO_GAIN_VALUE), or whose read noise is negative or not finite, are
       not fitted;
-    * ``dark_current`` (e-/s) is added back to the ramp before the fit (its shot noise is
+    * ``dark_current`` (DN/s like every ramp fit here, converted with the gain) is added
+      back to the ramp before the fit (its shot noise is
       part of the Poisson variance) and subtracted from the slope afterwards, as romancal
       does.
 
@@ -206,7 +207,7 @@ def cas22_fit_ramp(
         Resultants, DN.
     groupdq : uint8, like ``data``; pixeldq : uint32 (ny, nx)
     gain, readnoise, dark_current : float32 (ny, nx)
-        e-/DN, CDS read noise in DN, e-/s.
+        e-/DN, CDS read noise in DN, DN/s.
     tbar, tau, nreads, use_jump, intercept, constant, diagnostic
         As for :func:`~stcal_models.algorithms.ramp_fitting.cas22_kernel.cas22_fit`.
 
@@ -228,7 +229,8 @@ def cas22_fit_ramp(
     bad_rn = ~(readnoise >= 0) | ~xp.isfinite(readnoise)
     read_noise = xp.where(bad_rn, 0.0, readnoise) * gain / math.sqrt(2.0)
     times = xp.asarray(tbar, dtype=xp.float32)[:, None, None, None]
-    resultants = xp.permute_dims(data, (1, 0, 2, 3)) * gain + dark_current * times
+    dark_e = dark_current * gain  # DN/s, as OLS/LIKELY and stcal's ramp_fit, to e-/s
+    resultants = xp.permute_dims(data, (1, 0, 2, 3)) * gain + dark_e * times
     flags_in = xp.permute_dims(groupdq, (1, 0, 2, 3))
     out = cas22_fit(
         resultants,
@@ -246,7 +248,7 @@ def cas22_fit_ramp(
 
     # ---------------------------------------------------------- per integration
     valid = out["valid"] & ~skip
-    slope = xp.where(valid, (out["slope"] - dark_current) / gain, xp.nan)
+    slope = xp.where(valid, (out["slope"] - dark_e) / gain, xp.nan)
     vp = xp.where(valid, out["poisson_var"] / (gain * gain), zero)
     vr = xp.where(valid, out["read_var"] / (gain * gain), zero)
     group_flags = xp.zeros(slope.shape, dtype=u32)
@@ -275,18 +277,18 @@ def cas22_fit_ramp(
     else:
         result.update(_combine_integrations(xp, valid, slope, vp, vr, int_dq, pixeldq))
     if diagnostic:
-        result.update(_segments(xp, out, skip, gain, dark_current))
+        result.update(_segments(xp, out, skip, gain, dark_e))
     return result
 
 
-def _segments(xp, out, skip, gain, dark_current) -> dict[str, Any]:
+def _segments(xp, out, skip, gain, dark_e) -> dict[str, Any]:
     """Per-segment arrays ``(nints, nseg, ny, nx)`` from the kernel's diagnostic ones."""
     ends = out["segment_end"] & ~skip
     n = int(ends.shape[0])
     nseg = max((n + 1) // 3, 1)  # segments of >= 2 resultants with a gap between them
     count = xp.cumulative_sum(xp.astype(ends, xp.int32), axis=0)
     per_segment = {
-        "seg_slope": (out["segment_slope"] - dark_current) / gain,
+        "seg_slope": (out["segment_slope"] - dark_e) / gain,
         "seg_var_poisson": out["segment_poisson_var"] / (gain * gain),
         "seg_var_rnoise": out["segment_read_var"] / (gain * gain),
         "seg_weights": out["segment_weight"],

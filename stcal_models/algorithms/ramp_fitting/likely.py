@@ -378,8 +378,8 @@ class LikelyRampFit(Step):
     max_memory : float or None
         Budget in GiB for the kernel's temporaries; rows are processed in chunks that
         fit and the result is identical to one chunk.  ``None`` uses a budget of the
-        input ramp's size (at least 64 MiB) and, on CPU, blocks of about 131072 pixels
-        (which run fastest there).
+        input ramp's size (at least 64 MiB) and, on CPU, blocks of about
+        ``min(131072, 2**20 / ngroups)`` pixels (which stay in cache and run fastest).
     suppress_one_group : bool
         Passed to the OLS fallback for NGROUPS < 4.  Default True.
 
@@ -475,7 +475,8 @@ class LikelyRampFit(Step):
         chunks = _row_chunks(ny, _row_bytes(nints, ngroups, nx), self._budget(inputs))
         if self.max_memory is None and not _on_accelerator(inputs.data):
             # On CPU the kernel runs fastest on blocks that stay in cache.
-            per = max(1, -(-_CPU_BLOCK_PIXELS // nx))
+            block = max(4096, min(_CPU_BLOCK_PIXELS, _CPU_BLOCK_VALUES // ngroups))
+            per = max(1, -(-block // nx))
             if chunks[0][1] - chunks[0][0] > per:
                 chunks = _row_chunks(ny, 1, per)
         pad_to = chunks[0][1] - chunks[0][0] if is_jax_array(inputs.data) else None
@@ -523,6 +524,7 @@ class LikelyRampFit(Step):
 
 # --------------------------------------------------------------------------- chunking
 _CPU_BLOCK_PIXELS = 131072
+_CPU_BLOCK_VALUES = 2**20
 
 
 def _on_accelerator(array) -> bool:

@@ -484,12 +484,21 @@ def _mask_jumps(xp, cov: _Cov, diffs, use, centre, photon, sigma2,
     def one_pass(inp, st):
         return _jump_pass(xp, cov, inp, st, threshold_one, threshold_two)
 
-    # Omitting differences can lower chi-square by at most chi-square itself, so only
-    # pixels whose chi-square reaches the lowest threshold can have a jump: a cheap fit
-    # screens them, and the passes run on those pixels alone.
-    lowest = min(threshold_one, threshold_two) if any(cov.pairs) else threshold_one
-    chisq = _fit(xp, cov, diffs, use, centre, photon, sigma2)["chisq"]
-    candidate = chisq > lowest * (1.0 - 1e-3)
+    # Screen the pixels that can have a jump; the passes then run on those alone.  With
+    # few differences chi-square itself is a cheap bound (an omission lowers it by at
+    # most its value); with many, clean ramps often exceed the threshold in total, and
+    # the omission gains themselves are the better screen.
+    slack = 1.0 - 1e-3
+    if n <= _CHISQ_SCREEN_MAX_DIFFS:
+        lowest = min(threshold_one, threshold_two) if any(cov.pairs) else threshold_one
+        chisq = _fit(xp, cov, diffs, use, centre, photon, sigma2)["chisq"]
+        candidate = chisq > lowest * slack
+    else:
+        fit = _fit(xp, cov, diffs, use, centre, photon, sigma2, want_inverse=True)
+        gain1, gain2 = _omission_gains(xp, fit, use, cov.pairs)
+        candidate = _running_argmax(xp, gain1)[0] > threshold_one * slack
+        if any(cov.pairs):
+            candidate = candidate | (_running_argmax(xp, gain2)[0] > threshold_two * slack)
     state = (tuple(use), candidate, no, no, tuple(no for _ in range(n + 1)))
     if _is_jax(centre):
         state = _jax_compact_passes(one_pass, inputs, state, max_iter=n)
@@ -502,6 +511,10 @@ def _mask_jumps(xp, cov: _Cov, diffs, use, centre, photon, sigma2,
             state = _put(state, sub, mask)
     use_out, _, found, isolated, groups = state
     return list(use_out), found, isolated, list(groups)
+
+
+#: Up to this many differences the jump search is screened by chi-square alone.
+_CHISQ_SCREEN_MAX_DIFFS = 12
 
 
 def _take(tree, mask):
