@@ -274,3 +274,52 @@ def test_rate_layout_extension_names(tmp_path):
             "VAR_RNOISE",
             "VAR_FLAT",
         ]
+
+
+def _roman_file(path, *, pattern=None, data=None, drop=()):
+    import asdf
+
+    pattern = pattern or [[1], [2, 3], [4, 5, 6, 7], [8], [9, 10]]
+    if data is None:
+        data = RNG.integers(1000, 30000, size=(len(pattern), 6, 5)).astype(np.uint16)
+    roman = {
+        "meta": {"exposure": {"read_pattern": pattern, "frame_time": 3.04, "type": "WFI_IMAGE"},
+                 "instrument": {"name": "WFI", "detector": "WFI07"}},
+        "data": data,
+        "pixeldq": np.zeros(data.shape[1:], np.uint32),
+    }
+    for key in drop:
+        if key == "read_pattern":
+            del roman["meta"]["exposure"]["read_pattern"]
+        else:
+            del roman[key]
+    asdf.AsdfFile({"roman": roman}).write_to(path)
+    return data, pattern
+
+
+def test_roman_asdf_layout(tmp_path):
+    path = tmp_path / "r0001_uncal.asdf"
+    data, pattern = _roman_file(path)
+    ramp = RampModel.from_asdf(path)
+    assert ramp.shape == (1, 5, 6, 5)
+    np.testing.assert_array_equal(ramp.data[0], data.astype(np.float32))
+    assert ramp.meta.read_pattern == tuple(tuple(r) for r in pattern)
+    assert ramp.meta.is_uneven and ramp.meta.detector == "WFI07"
+    assert ramp.meta.resultant_times[2] == pytest.approx(3.04 * 5.5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"drop": ("read_pattern",)}, "missing 'read_pattern'"),
+        ({"drop": ("data",)}, "missing 'data'"),
+        ({"data": np.zeros((5, 3), np.uint16)}, "expected 3-D"),
+        ({"data": np.zeros((5, 3, 3), np.float64)}, "uint16 or float32"),
+        ({"pattern": [[1], [2]], "data": np.zeros((3, 2, 2), np.uint16)}, "expected 3 resultants"),
+    ],
+)
+def test_bad_roman_files(tmp_path, kwargs, message):
+    path = tmp_path / "bad_roman.asdf"
+    _roman_file(path, **kwargs)
+    with pytest.raises((ValueError, TypeError), match=message):
+        RampModel.from_asdf(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def write_model(model, path: str | os.PathLike) -> None:
 
 
 def read_model(path: str | os.PathLike, expected: type | None = None):
-    """Read a model written by :func:`write_model`.
+    """Read a model written by :func:`write_model`, or a Roman ``roman``-tree ramp file.
 
     Parameters
     ----------
@@ -53,15 +54,30 @@ def read_model(path: str | os.PathLike, expected: type | None = None):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    roman_ramp = None
     try:
-        with asdf.open(path, lazy_load=False, memmap=False) as af:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unknown roman_datamodels tags
+            af = asdf.open(path, lazy_load=False, memmap=False)
+        with af:
             node = af.tree.get(_TREE_KEY)
+            if not isinstance(node, dict) and isinstance(af.tree.get("roman"), dict):
+                if expected is None or expected.__name__ == "RampModel":
+                    from .roman_asdf import ramp_from_roman_tree
+
+                    roman_ramp = ramp_from_roman_tree(af.tree["roman"], path)
             if isinstance(node, dict):
                 arrays = {name: _native_copy(a) for name, a in dict(node["arrays"]).items()}
                 static = _plain(node["static"])
                 model_type = node.get("model_type")
+    except (ValueError, TypeError) as exc:
+        if str(path) in str(exc):
+            raise
+        raise ValueError(f"{path}: cannot read as ASDF ({type(exc).__name__}: {exc})") from exc
     except Exception as exc:  # asdf/yaml errors for truncated or foreign files
         raise ValueError(f"{path}: cannot read as ASDF ({type(exc).__name__}: {exc})") from exc
+    if roman_ramp is not None:
+        return roman_ramp
     if not isinstance(node, dict):
         raise ValueError(f"{path}: not a stcal_models ASDF file (no '{_TREE_KEY}' node)")
     cls = getattr(models, str(model_type), None)
