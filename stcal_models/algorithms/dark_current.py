@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import array_namespace, jit, to_numpy
+from ..backends import array_namespace, as_namespace, jit
 from ..models import DarkRef, ExposureMeta, RampModel
 from .base import Step, check_int, check_number
 from .linearity import flag_nan_groups
@@ -377,9 +377,9 @@ class DarkCurrent(Step):
         weights = dark_frame_weights(pattern, n_dark_frames)
         block = _block(pattern, n_dark_frames)
         n_used = weights.shape[1] if block is None else block[0] + ngroups * block[1]
-        dark_data = _as_xp(xp, ref.data[..., :n_used, :, :], xp.float32)
+        dark_data = as_namespace(xp, ref.data[..., :n_used, :, :], xp.float32)
         dark_dq = (
-            _as_xp(xp, ref.dq, xp.uint32)
+            as_namespace(xp, ref.dq, xp.uint32)
             if ref.dq is not None
             else xp.zeros(frame, dtype=xp.uint32)
         )
@@ -411,7 +411,7 @@ class DarkCurrent(Step):
         value = ref.average_dark_current
         if value is None:
             return xp.zeros(frame, dtype=xp.float32)
-        value = _as_xp(xp, value, xp.float32)
+        value = as_namespace(xp, value, xp.float32)
         if value.ndim == 0:
             return xp.broadcast_to(value, frame)
         return value
@@ -435,16 +435,3 @@ def _dark_pattern(meta: ExposureMeta, ref: DarkRef) -> tuple[tuple[int, ...], ..
         f"nskip=0, evenly sampled), got nframes={ref.meta.nframes}, "
         f"groupgap={ref.meta.groupgap}"
     )
-
-
-def _as_xp(xp, array, dtype):
-    """``array`` in namespace ``xp`` with ``dtype`` (no copy when already there)."""
-    try:
-        same = array_namespace(array) is xp
-    except TypeError:
-        same = False
-    if not same:
-        array = xp.asarray(np.asarray(to_numpy(array)))
-    if array.dtype != dtype:
-        array = xp.astype(array, dtype)
-    return array

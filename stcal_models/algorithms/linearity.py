@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import array_namespace, jit, to_numpy
+from ..backends import array_namespace, as_namespace, jit
 from ..dqflags import DQ
 from ..models import LinearityRef, RampModel, SaturationRef
 from .base import Step, check_number
@@ -371,16 +371,18 @@ class Linearity(Step):
         frame = (ny, nx)
         xp = ramp.xp
         lin_ref = linearity.for_science(ramp.meta, frame)
-        coeffs = _as_xp(xp, lin_ref.coeffs, xp.float32)
+        coeffs = as_namespace(xp, lin_ref.coeffs, xp.float32)
         ref_dq = (
-            _as_xp(xp, lin_ref.dq, xp.uint32)
+            as_namespace(xp, lin_ref.dq, xp.uint32)
             if lin_ref.dq is not None
             else xp.zeros(frame, dtype=xp.uint32)
         )
         inverse_coeffs = cap = pattern = None
         if inverse is not None:
             pattern = _check_pattern(read_pattern, ramp)
-            inverse_coeffs = _as_xp(xp, inverse.for_science(ramp.meta, frame).coeffs, xp.float32)
+            inverse_coeffs = as_namespace(
+                xp, inverse.for_science(ramp.meta, frame).coeffs, xp.float32
+            )
             if saturation is not None:
                 sat_ref = saturation.for_science(ramp.meta, frame)
                 cap = _cap(xp, sat_ref, self.saturation_cap)
@@ -411,19 +413,6 @@ def _check_ref(name: str, ref: Any, cls: type) -> None:
         raise TypeError(f"Linearity: {name}: expected {cls.__name__}, got {type(ref).__name__}")
 
 
-def _as_xp(xp, array, dtype):
-    """``array`` in namespace ``xp`` with ``dtype`` (no copy when already there)."""
-    try:
-        same = array_namespace(array) is xp
-    except TypeError:
-        same = False
-    if not same:
-        array = xp.asarray(np.asarray(to_numpy(array)))
-    if array.dtype != dtype:
-        array = xp.astype(array, dtype)
-    return array
-
-
 def _check_pattern(read_pattern, ramp: RampModel) -> tuple[tuple[int, ...], ...]:
     """The read pattern as a tuple of tuples, validated against ``ramp``."""
     if read_pattern is None:
@@ -448,9 +437,9 @@ def _check_pattern(read_pattern, ramp: RampModel) -> tuple[tuple[int, ...], ...]
 
 
 def _cap(xp, sat_ref: SaturationRef, factor: float):
-    sat = _as_xp(xp, sat_ref.data, xp.float32)
+    sat = as_namespace(xp, sat_ref.data, xp.float32)
     cap = sat * xp.asarray(factor, dtype=xp.float32)
     skip = xp.isnan(cap)
     if sat_ref.dq is not None:
-        skip = skip | ((_as_xp(xp, sat_ref.dq, xp.uint32) & int(DQ.NO_SAT_CHECK)) != 0)
+        skip = skip | ((as_namespace(xp, sat_ref.dq, xp.uint32) & int(DQ.NO_SAT_CHECK)) != 0)
     return xp.where(skip, xp.asarray(xp.inf, dtype=xp.float32), cap)

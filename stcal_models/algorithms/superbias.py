@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..backends import array_namespace, to_backend
+from ..backends import array_namespace, as_namespace
 from ..dqflags import DQ
 from ..models import RampModel, SuperbiasRef
 from .base import Step
@@ -30,8 +30,7 @@ class Superbias(Step):
             )
         ref = superbias.for_science(ramp.meta, ramp.shape[-2:])
         xp = array_namespace(ramp.data)
-        backend = "jax" if ramp.backend == "jax" else "numpy"
-        bias = _like(ref.data, ramp.data, backend)
+        bias = as_namespace(xp, ref.data)
         bad = xp.isnan(bias)
         bias = xp.where(bad, xp.zeros_like(bias), bias)
         pixeldq = ramp.pixeldq | xp.where(
@@ -40,16 +39,8 @@ class Superbias(Step):
             xp.asarray(0, dtype=xp.uint32),
         )
         if ref.dq is not None:
-            pixeldq = pixeldq | _like(ref.dq, ramp.data, backend)
+            pixeldq = pixeldq | as_namespace(xp, ref.dq)
         changes = {"data": ramp.data - bias, "pixeldq": pixeldq}
         if ramp.zeroframe is not None:
             changes["zeroframe"] = ramp.zeroframe - bias
         return ramp.replace(**changes)
-
-
-def _like(array, target, backend):
-    """``array`` in the namespace of ``target``."""
-    if backend == "jax" or type(array) is type(target):
-        return to_backend(array, backend) if backend == "jax" else array
-    xp = array_namespace(target)
-    return xp.asarray(array)

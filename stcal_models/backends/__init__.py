@@ -4,6 +4,7 @@ from .jit import jit
 from .namespace import (
     BACKENDS,
     array_namespace,
+    as_namespace,
     backend_name,
     is_jax_array,
     is_numpy_array,
@@ -15,6 +16,7 @@ from .ops import max_filter2d, median, nanmedian
 __all__ = [
     "BACKENDS",
     "array_namespace",
+    "as_namespace",
     "backend_name",
     "is_jax_array",
     "is_numpy_array",

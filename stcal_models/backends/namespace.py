@@ -77,3 +77,22 @@ def to_backend(x: Any, backend: str):
                 "(x64 disabled); cast it explicitly or enable jax_enable_x64"
             )
     return jnp.asarray(arr)
+
+
+def as_namespace(xp, array: Any, dtype: Any = None):
+    """``array`` in namespace ``xp`` (and ``dtype`` when given); no copy when already there.
+
+    Reference arrays are often NumPy while the science data are on JAX or another
+    array-API library: steps call this once at their boundary.  ``None`` passes through.
+    """
+    if array is None:
+        return None
+    try:
+        same = array_namespace(array) is xp
+    except TypeError:
+        same = False
+    if not same:
+        array = xp.asarray(np.asarray(to_numpy(array)))
+    if dtype is not None and array.dtype != dtype:
+        array = xp.astype(array, dtype)
+    return array

@@ -13,9 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from ...backends import array_namespace, to_numpy
+from ...backends import array_namespace, as_namespace
 from ...models import (
     CubeModel,
     DarkRef,
@@ -84,21 +82,6 @@ class RampFitInputs:
     def frame_shape(self) -> tuple[int, int]:
         """``(ny, nx)``."""
         return self.shape[-2:]
-
-
-def as_namespace(xp, array, dtype):
-    """``array`` converted to namespace ``xp`` with ``dtype`` (no copy when already there)."""
-    if array is None:
-        return None
-    try:
-        same = array_namespace(array) is xp
-    except TypeError:
-        same = False
-    if not same:
-        array = xp.asarray(np.asarray(to_numpy(array)))
-    if array.dtype != dtype:
-        array = xp.astype(array, dtype)
-    return array
 
 
 def dark_current_array(
@@ -249,8 +232,10 @@ def build_result(
         :class:`FitOptModel`.
     """
     if "data" not in rate:
-        raise ValueError(f"build_result.rate: expected keys from {_PRODUCT_KEYS} including "
-                         f"'data', got {sorted(rate)}")
+        raise ValueError(
+            f"build_result.rate: expected keys from {_PRODUCT_KEYS} including "
+            f"'data', got {sorted(rate)}"
+        )
     xp = array_namespace(rate["data"])
     rate_model = _product(ImageModel, xp, rate, meta, "rate")
     ints_model = _product(CubeModel, xp, rateints, meta, "rateints")
