@@ -154,14 +154,14 @@ def test_clean_ramps_match_dense_reference(xp):
 def test_backends_agree(xp):
     """Jumps, saturation and several integrations give the same answer on every backend."""
     rng = np.random.default_rng(11)
-    data = _simulate(rng, 4.0, 6, (4, 8), nints=2)
+    data = _simulate(rng, 4.0, 6, (5, 8), nints=2)
     data[0, 3:, 1, 2] += 400.0
     data[1, 2:, 3, 5] += 250.0
     gdq = np.zeros(data.shape, np.uint8)
     gdq[0, 4:, 2, 2] = DQ.SATURATED
     gdq[1, :, 0, 0] = DQ.SATURATED
-    ref = LikelyRampFit().fit(_model(np, data, gdq), *_refs((4, 8)))
-    gain_ref, rn_ref = _refs((4, 8))
+    ref = LikelyRampFit().fit(_model(np, data, gdq), *_refs((5, 8)))
+    gain_ref, rn_ref = _refs((5, 8))
     if xp is not np:
         gain_ref = GainRef(data=xp.asarray(gain_ref.data))
         rn_ref = ReadnoiseRef(data=xp.asarray(rn_ref.data))
@@ -312,6 +312,24 @@ def test_stcal_quirks_only_change_enclosed_omissions():
     assert quirk.result.rate.var_poisson[0, 1] == plain.result.rate.var_poisson[0, 1]
 
 
+def test_both_jump_screens_give_the_same_answer(monkeypatch):
+    """The chi-square and omission-gain screens only decide where the passes run."""
+    from stcal_models.algorithms.ramp_fitting import likely_kernel
+
+    rng = np.random.default_rng(14)
+    data = _simulate(rng, 8.0, 16, (6, 10))
+    hits = rng.random(data.shape) < 0.03
+    data += np.cumsum(hits * 300.0, axis=1).astype(np.float32)
+    ramp, refs = _model(np, data), _refs((6, 10))
+    monkeypatch.setattr(likely_kernel, "_CHISQ_SCREEN_MAX_DIFFS", 12)
+    gains_screen = LikelyRampFit().fit(ramp, *refs)
+    monkeypatch.setattr(likely_kernel, "_CHISQ_SCREEN_MAX_DIFFS", 100)
+    chisq_screen = LikelyRampFit().fit(ramp, *refs)
+    assert np.count_nonzero(gains_screen.groupdq) > 10
+    np.testing.assert_array_equal(gains_screen.groupdq, chisq_screen.groupdq)
+    np.testing.assert_array_equal(gains_screen.result.rate.data, chisq_screen.result.rate.data)
+
+
 # ----------------------------------------------------------------------------- truth
 def test_slopes_are_unbiased_with_unit_pulls():
     rng = np.random.default_rng(2024)
@@ -329,14 +347,19 @@ def test_slopes_are_unbiased_with_unit_pulls():
 # ----------------------------------------------------------------------------- chunks
 @pytest.mark.parametrize("backend", ["numpy", "jax"])
 def test_chunked_equals_single_chunk(backend):
+    from stcal_models.algorithms.ramp_fitting.likely import _row_bytes
+
     rng = np.random.default_rng(21)
-    data = _simulate(rng, 6.0, 6, (4, 8), nints=2)
+    data = _simulate(rng, 6.0, 6, (5, 8), nints=2)
     data[0, 3:, 2, 3] += 300.0
-    ramp, refs = _model(np, data), _refs((4, 8))
+    data[1, 2:, 4, 6] += 300.0
+    ramp, refs = _model(np, data), _refs((5, 8))
     if backend == "jax":
         ramp, refs = ramp.to_backend("jax"), tuple(r.to_backend("jax") for r in refs)
     one = LikelyRampFit(max_memory=1.0).fit(ramp, *refs)
-    tiny = LikelyRampFit(max_memory=1e-7).fit(ramp, *refs)     # one row per chunk
+    # two rows per chunk: chunks of 2, 2 and 1 rows (the last one padded on JAX)
+    budget = 2.5 * _row_bytes(2, 6, 8) / 2**30
+    tiny = LikelyRampFit(max_memory=budget).fit(ramp, *refs)
     for a, b in ((one.result.rate, tiny.result.rate), (one.result.rateints, tiny.result.rateints)):
         for name in ("data", "err", "var_poisson", "var_rnoise", "dq"):
             np.testing.assert_array_equal(_np(getattr(a, name)), _np(getattr(b, name)))

@@ -11,7 +11,9 @@ improves chi-square the most, while the improvement exceeds a threshold.
 
 Public names: :class:`LikelyRampFit` (the step), :class:`LikelyFit` (its result with
 chi-square and the updated GROUPDQ), :func:`likely_fit_arrays` (the array kernel,
-jit-compiled on JAX and differentiable) and :func:`likely_log_likelihood`.
+jit-compiled on JAX and differentiable), :func:`likely_log_likelihood`,
+:func:`likely_covariance` / :func:`likely_read_times` (the covariance shapes of an
+exposure's read pattern) and ``LIKELY_MIN_NGROUPS``.
 """
 
 from __future__ import annotations
