@@ -347,6 +347,8 @@ def _to_numpy_result(result: RampFitResult) -> RampFitResult:
         rate=result.rate.to_backend("numpy"),
         rateints=result.rateints.to_backend("numpy"),
         fitopt=fitopt,
+        chisq=None if result.chisq is None else to_numpy(result.chisq),
+        chisq_ints=None if result.chisq_ints is None else to_numpy(result.chisq_ints),
     )
 
 

@@ -504,3 +504,22 @@ def test_defaults_and_repr():
     assert "threshold_one_omit" in step._repr_html_()
     assert dataclasses.replace(step, detect_jumps=False).non_default_parameters() == {
         "detect_jumps": False}
+
+
+def test_call_carries_chisq_in_the_result():
+    """``LikelyRampFit()(...)`` returns the chi-square (#508) in the standard result."""
+    import numpy as np
+
+    from stcal_models.algorithms.ramp_fitting.likely import LikelyRampFit
+    from stcal_models.simulate import simulate_ramp
+
+    sim = simulate_ramp(shape=(12, 10), ngroups=8, nints=2, seed=5)
+    step = LikelyRampFit()
+    result = step(sim.ramp, sim.refs.gain, sim.refs.readnoise)
+    fitted = step.fit(sim.ramp, sim.refs.gain, sim.refs.readnoise)
+    assert result.chisq.shape == (12, 10) and result.chisq_ints.shape == (2, 12, 10)
+    np.testing.assert_array_equal(np.asarray(result.chisq), np.asarray(fitted.chisq))
+    finite = np.isfinite(np.asarray(result.chisq))
+    assert finite.mean() > 0.9
+    # chi-square of a good fit is of order the number of degrees of freedom
+    assert 0.3 * 2 * 7 < np.median(np.asarray(result.chisq)[finite]) < 3 * 2 * 7

@@ -42,13 +42,17 @@ class RampFitResult:
     """Ramp-fitting outputs: ``rate`` (exposure), ``rateints`` (per integration), ``fitopt``.
 
     ``record`` holds per-step provenance added by pipelines (parameters, timings, flag
-    counts), as a tuple of ``(step_name, mapping)`` pairs.
+    counts), as a tuple of ``(step_name, mapping)`` pairs.  ``chisq`` ``(ny, nx)`` and
+    ``chisq_ints`` ``(nints, ny, nx)`` are the likelihood fit's chi-square (stcal #508);
+    None for fits that do not produce one.
     """
 
     rate: ImageModel
     rateints: CubeModel
     fitopt: FitOptModel | None = None
     record: tuple = ()
+    chisq: Any = None
+    chisq_ints: Any = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.rate, ImageModel):
@@ -63,6 +67,12 @@ class RampFitResult:
             raise TypeError(
                 f"RampFitResult.fitopt: expected FitOptModel or None, got {type(self.fitopt).__name__}"
             )
+        for name, expected in (("chisq", self.rate.shape), ("chisq_ints", self.rateints.shape)):
+            value = getattr(self, name)
+            if value is not None and tuple(int(n) for n in value.shape) != tuple(expected):
+                raise ValueError(
+                    f"RampFitResult.{name}: expected shape {tuple(expected)}, got {tuple(value.shape)}"
+                )
         if tuple(self.rate.shape) != tuple(self.rateints.shape[1:]):
             raise ValueError(
                 f"RampFitResult.rateints: expected frames of shape {self.rate.shape}, "
@@ -88,13 +98,16 @@ class RampFitResult:
         return plot_result(self, **kwargs)
 
 
+_CHILDREN = ("rate", "rateints", "fitopt", "chisq", "chisq_ints")
+
+
 def _flatten(result):
-    return (result.rate, result.rateints, result.fitopt), result.record
+    return tuple(getattr(result, n) for n in _CHILDREN), result.record
 
 
 def _unflatten(record, children):
     obj = object.__new__(RampFitResult)
-    for name, value in zip(("rate", "rateints", "fitopt"), children, strict=True):
+    for name, value in zip(_CHILDREN, children, strict=True):
         object.__setattr__(obj, name, value)
     object.__setattr__(obj, "record", record)
     return obj

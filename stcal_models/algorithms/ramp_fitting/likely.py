@@ -450,7 +450,8 @@ class LikelyRampFit(Step):
     # ------------------------------------------------------------------ call
     def __call__(self, ramp: RampModel, gain_ref, readnoise_ref, dark_current=None) -> RampFitResult:
         """Fit ``ramp`` and return the rate products; see the class docstring."""
-        return self.fit(ramp, gain_ref, readnoise_ref, dark_current).result
+        fitted = self.fit(ramp, gain_ref, readnoise_ref, dark_current)
+        return fitted.result.replace(chisq=fitted.chisq, chisq_ints=fitted.chisq_ints)
 
     def fit(self, ramp: RampModel, gain_ref, readnoise_ref, dark_current=None) -> LikelyFit:
         """Fit ``ramp``; return the products, chi-square and the jump-flagged GROUPDQ.
