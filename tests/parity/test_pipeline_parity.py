@@ -1,7 +1,9 @@
 """End-to-end parity: the same uncal through stcal's functions in the same order and
 through ``Detector1Pipeline`` — rate DQ identical, SCI within tolerance."""
 
+import importlib.util
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,9 +23,17 @@ class _Model(SimpleNamespace):
         return hasattr(self, name)
 
 
+def _jump_oracle():
+    """stcal's ``detect_jumps_data`` driven with a JumpDetection's parameters (shared with
+    the jump parity tests, so both compare against the same oracle call)."""
+    path = Path(__file__).with_name("test_jump_parity.py")
+    spec = importlib.util.spec_from_file_location("_jump_parity_oracle", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.stcal_jump
+
+
 def _stcal_detector1(ramp, refs, step: JumpDetection, suppress_one_group: bool):
-    from stcal.jump.jump import detect_jumps_data
-    from stcal.jump.jump_class import JumpData
     from stcal.linearity.linearity import linearity_correction
     from stcal.ramp_fitting.ramp_fit import ramp_fit
     from stcal.saturation.saturation import flag_saturated_pixels
@@ -40,43 +50,15 @@ def _stcal_detector1(ramp, refs, step: JumpDetection, suppress_one_group: bool):
     data = data - refs.superbias.data  # JWST's superbias step: a plain subtraction
     lin_dq = np.zeros_like(pdq)
     data, pdq, _ = linearity_correction(data, gdq, pdq, refs.linearity.coeffs.copy(), lin_dq, flags)
-    model = SimpleNamespace(
-        data=data.astype(np.float32), groupdq=gdq, pixeldq=pdq,
-        meta=SimpleNamespace(exposure=SimpleNamespace(nframes=meta.nframes, read_pattern=None)),
-    )
-    flags_good = dict(flags, GOOD=0)
-    jd = JumpData(jump_model=model, gain2d=refs.gain.data.copy(), rnoise2d=refs.readnoise.data.copy(),
-                  dqflags=flags_good)
-    gt = meta.group_time
-    jd.set_detection_settings(step.rejection_threshold, step.three_group_rejection_threshold,
-                              step.four_group_rejection_threshold, step.max_jump_to_flag_neighbors,
-                              step.min_jump_to_flag_neighbors, step.flag_4_neighbors)
-    jd.set_after_jump(step.after_jump_flag_dn1, int(step.after_jump_flag_time1 // gt),
-                      step.after_jump_flag_dn2, int(step.after_jump_flag_time2 // gt))
-    jd.set_snowball_info(step.expand_large_events, step.min_jump_area, step.min_sat_area,
-                         step.expand_factor, step.sat_required_snowball, step.min_sat_radius_extend,
-                         step.sat_expand * 2, step.edge_size)
-    jd.set_shower_info(step.find_showers, step.extend_snr_threshold, step.extend_min_area,
-                       step.extend_inner_radius, step.extend_outer_radius,
-                       step.extend_ellipse_expand_ratio, step.min_diffs_single_pass,
-                       step.max_extended_width)
-    jd.set_sigma_clipping_info(step.minimum_groups, step.minimum_sigclip_groups, step.only_use_ints)
-    jd.max_shower_amplitude = step.max_shower_amplitude
-    jd.grps_masked_after_shower = int(step.time_masked_after_shower // gt)
-    jd.mask_persist_grps_next_int = step.mask_snowball_core_next_int
-    jd.persist_grps_flagged = int(step.snowball_time_masked_next_int // gt)
-    jd.use_ellipses = step.use_ellipses
-    jd.max_cores = "1"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        gdq, pdq, _, _ = detect_jumps_data(jd)
+    jump_input = ramp.replace(data=data.astype(np.float32), groupdq=gdq, pixeldq=pdq)
+    gdq, pdq = _jump_oracle()(step, jump_input, refs.gain.data, refs.readnoise.data)
     exposure = SimpleNamespace(
         frame_time=meta.frame_time, group_time=meta.group_time, groupgap=meta.groupgap,
         nframes=meta.nframes, drop_frames1=meta.nskip, ngroups=meta.ngroups, nints=meta.nints,
         zero_frame=False,
     )
     fit_model = _Model(
-        data=model.data.copy(), groupdq=gdq, pixeldq=pdq,
+        data=jump_input.data.copy(), groupdq=gdq, pixeldq=pdq,
         meta=SimpleNamespace(instrument=SimpleNamespace(name="NIRCAM"), exposure=exposure),
         average_dark_current=np.zeros(pdq.shape, np.float32),
     )
