@@ -1,44 +1,12 @@
-from html.parser import HTMLParser
-
 import matplotlib
 import numpy as np
 import pytest
+from html_check import parse_html as parse
 
 from stcal_models import DQ, CubeModel, ExposureMeta, GainRef, ImageModel, RampModel
 from stcal_models.algorithms.base import Step
 
 matplotlib.use("Agg")
-
-
-class _Checker(HTMLParser):
-    """Collects text and checks that tags nest properly."""
-
-    VOID = {"img", "br", "hr", "meta", "input"}
-
-    def __init__(self):
-        super().__init__()
-        self.stack, self.text, self.errors = [], [], []
-
-    def handle_starttag(self, tag, attrs):
-        if tag not in self.VOID:
-            self.stack.append(tag)
-
-    def handle_endtag(self, tag):
-        if tag in self.VOID:
-            return
-        if not self.stack or self.stack.pop() != tag:
-            self.errors.append(tag)
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
-def parse(html):
-    checker = _Checker()
-    checker.feed(html)
-    checker.close()
-    assert not checker.errors and not checker.stack, (checker.errors, checker.stack)
-    return " ".join(checker.text)
 
 
 def ramp_with_flags(backend="numpy"):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from html.parser import HTMLParser
 
 import matplotlib
 import numpy as np
 import pytest
+from html_check import parse_html
 
 matplotlib.use("Agg")
 
@@ -47,36 +47,6 @@ from stcal_models.widgets import (  # noqa: E402
 NY, NX, NINTS, NGROUPS = 12, 10, 2, 6
 JUMP = (1, 3, 4, 5)  # integration, group, y, x
 SAT = (0, 4, 7, 2)  # saturated from this group on
-
-
-class _Html(HTMLParser):
-    VOID = {"img", "br", "hr", "meta", "input", "col", "wbr"}
-
-    def __init__(self):
-        super().__init__()
-        self.stack, self.text, self.errors = [], [], []
-
-    def handle_starttag(self, tag, attrs):
-        if tag not in self.VOID:
-            self.stack.append(tag)
-
-    def handle_endtag(self, tag):
-        if tag in self.VOID:
-            return
-        if not self.stack or self.stack.pop() != tag:
-            self.errors.append(tag)
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
-def parse_html(text: str) -> str:
-    """Text content of ``text``; fails when tags do not nest or stay open."""
-    checker = _Html()
-    checker.feed(text)
-    checker.close()
-    assert not checker.errors and not checker.stack, (checker.errors, checker.stack)
-    return " ".join(checker.text)
 
 
 def make_ramp(backend: str = "numpy") -> RampModel:
