@@ -35,6 +35,7 @@ Showers (``find_showers``)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +44,7 @@ import numpy as np
 
 __all__ = [
     "Ellipse",
+    "SnowballParams",
     "draw_ellipse",
     "expanded_half_axes",
     "find_ellipses",
@@ -390,6 +392,76 @@ def find_showers(
         extend_ellipses(out, intg, grp, ellipses, expand_ratio, True, groups_masked, max_width)
     out = _revert_bright(max_amplitude, data, gdq, out)
     return out, total
+
+
+@dataclasses.dataclass(frozen=True)
+class SnowballParams:
+    """Parameters of NIR snowball flagging (the snowball fields of ``JumpDetection``).
+
+    Used by :class:`~stcal_models.algorithms.ramp_fitting.LikelyRampFit` (stcal #491),
+    whose own jump detection can be followed by snowball flagging; the defaults are the
+    documented jump-step defaults.
+
+    Parameters
+    ----------
+    min_sat_area : float
+        Fewest pixels of a saturated core (default 1).
+    min_jump_area : float
+        Fewest pixels of a jump region to be a snowball candidate (default 5).
+    expand_factor : float
+        Factor by which snowball ellipses are enlarged (default 2).
+    sat_required_snowball : bool
+        Require a saturated core inside the jump ellipse (default True).
+    min_sat_radius_extend : float
+        Minor axis above which a saturated core is grown (default 2.5).
+    sat_expand : int
+        Pixels by which a grown core's half axes increase (default 2; full axes grow by
+        twice this, as the JWST step passes it).
+    edge_size : int
+        Distance from the detector edge within which no core is required (default 25).
+    mask_snowball_core_next_int : bool
+        Flag the core in the next integration (default True; LIKELY flags integration
+        by integration, so it has no effect there, as in stcal).
+    snowball_time_masked_next_int : float
+        Seconds flagged in the next integration (default 4000).
+    max_extended_width : int
+        Cap on the enlarged ellipse axes, pixels (default 200).
+    """
+
+    min_sat_area: float = 1.0
+    min_jump_area: float = 5.0
+    expand_factor: float = 2.0
+    sat_required_snowball: bool = True
+    min_sat_radius_extend: float = 2.5
+    sat_expand: int = 2
+    edge_size: int = 25
+    mask_snowball_core_next_int: bool = True
+    snowball_time_masked_next_int: float = 4000.0
+    max_extended_width: int = 200
+
+    def __post_init__(self) -> None:
+        from ..base import check_int, check_number
+
+        owner = type(self).__name__
+        for name in ("min_sat_area", "min_jump_area", "min_sat_radius_extend",
+                     "snowball_time_masked_next_int"):
+            check_number(owner, name, getattr(self, name), minimum=0)
+        check_number(owner, "expand_factor", self.expand_factor, minimum=0,
+                     exclusive_minimum=True)
+        for name in ("sat_expand", "edge_size"):
+            check_int(owner, name, getattr(self, name), minimum=0)
+        check_int(owner, "max_extended_width", self.max_extended_width, minimum=1)
+        for name in ("sat_required_snowball", "mask_snowball_core_next_int"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise TypeError(
+                    f"{owner}.{name}: expected bool, got {type(value).__name__} {value!r}"
+                )
+
+    @classmethod
+    def from_step(cls, step: Any) -> SnowballParams:
+        """The snowball parameters of a ``JumpDetection`` (or any object with those fields)."""
+        return cls(**{f.name: getattr(step, f.name) for f in dataclasses.fields(cls)})
 
 
 def flag_large_events_and_showers(

@@ -111,11 +111,12 @@ class JumpDetection(Step):
     expand_large_events, min_sat_area, min_jump_area, expand_factor, use_ellipses,
     sat_required_snowball, min_sat_radius_extend, sat_expand, edge_size,
     mask_snowball_core_next_int, snowball_time_masked_next_int :
-        NIR snowball flagging (see :class:`~.large_events.SnowballParams`).
+        NIR snowball flagging (see :class:`~.large_events.SnowballParams`;
+        ``SnowballParams.from_step(step)`` extracts them).
     find_showers, extend_snr_threshold, extend_min_area, extend_inner_radius,
     extend_outer_radius, extend_ellipse_expand_ratio, max_shower_amplitude,
     time_masked_after_shower, max_extended_width :
-        MIRI shower flagging (see :class:`~.large_events.ShowerParams`).
+        MIRI shower flagging (see :func:`~.large_events.find_showers`).
     memory_budget : float
         Bytes of kernel temporaries allowed on top of the input (default 2 GiB); the
         frame is processed in row chunks sized from it.

@@ -25,15 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from ...backends import array_namespace, is_jax_array, jit
+from ...backends import array_namespace, as_namespace, is_jax_array, jit, to_numpy
 from ...dqflags import DQ
 from ...models import ExposureMeta, RampFitResult, RampModel
 from ..base import Step, check_number
+from ..jump.large_events import SnowballParams
 from .common import build_result, prepare_inputs
 from .likely_kernel import (
     LikelyCovariance,
     combine_integrations,
-    fit_differences,
+    detect_differences,
+    fit_with_rate,
     integration_dq,
     likely_covariance,
     scan,
@@ -107,46 +109,71 @@ def _cov_from_static(key: tuple) -> LikelyCovariance:
 
 # --------------------------------------------------------------------------- kernel
 @jit(static_argnames=("cov_key", "nreads0", "threshold_one", "threshold_two",
-                      "detect_jumps", "stcal_quirks"))
-def _likely_kernel(data, groupdq, pixeldq, zeroframe, gain, readnoise, dark, *, cov_key,
-                   nreads0, threshold_one, threshold_two, detect_jumps, stcal_quirks):
-    """All integrations of a block of pixels; arrays are (nints, ngroups, P) / (P,)."""
+                      "detect_jumps", "stcal_quirks", "phase"))
+def _likely_kernel(data, groupdq, pixeldq, zeroframe, gain, readnoise, dark, use_in=None,
+                   rate_in=None, *, cov_key, nreads0, threshold_one, threshold_two,
+                   detect_jumps, stcal_quirks, phase="full"):
+    """All integrations of a block of pixels; arrays are (nints, ngroups, P) / (P,).
+
+    ``phase`` ``"full"`` detects jumps and fits; ``"detect"`` stops after the jump
+    detection and returns the differences kept (``use``, (nints, n, P)), the count-rate
+    estimates (``rate``, (nints, P)) and the jump-flagged ``groupdq``; ``"final"`` fits
+    with ``use_in`` / ``rate_in`` from a ``"detect"`` pass (``groupdq`` then already
+    holds every flag, snowballs included).
+    """
     xp = array_namespace(data, groupdq, gain)
     cov = _cov_from_static(cov_key)
     sigma2 = readnoise * readnoise / 2.0
     with_zf = zeroframe is not None
+    no_jump = xp.zeros(pixeldq.shape, dtype=xp.bool)
 
     dt = xp.asarray(np.asarray(cov.dt, dtype=np.float32).reshape(-1, 1))
 
     def one_integration(carry, x):
+        x = list(x)
+        r, g = x.pop(0), x.pop(0)
+        flags = g
         if with_zf:
-            r, g, zf = x
+            zf = x.pop(0)
             rest = (r[0, ...] * float(nreads0) - zf) / float(nreads0 - 1)
             r = xp.concat([zf[None, ...], rest[None, ...], r[1:, ...]], axis=0)
             flags = xp.concat([g[:1, ...], g], axis=0)
-        else:
-            r, g = x
-            flags = g
         diffs = (r[1:, ...] - r[:-1, ...]) / dt
-        bad = flags != 0
-        use = ~(bad[1:, ...] | bad[:-1, ...])
-        out = fit_differences(
-            xp, diffs, use, gain, sigma2, dark, cov,
-            threshold_one=threshold_one, threshold_two=threshold_two,
-            detect_jumps=detect_jumps, stcal_quirks=stcal_quirks,
-        )
-        dq, dnu = integration_dq(xp, g, pixeldq, out["jump"])
-        newly = out["jump_groups"]
-        if with_zf:
-            # Group 0 is split in two resultants; a jump at either belongs to group 0.
-            newly = [newly[0] | newly[1], *newly[2:]]
-        newly = xp.stack(newly, axis=0)
-        gdq_out = xp.where(newly, g | xp.asarray(_JUMP, dtype=g.dtype), g)
+        if phase == "final":
+            use, rate = x
+            out = fit_with_rate(xp, diffs, use, rate, gain, sigma2, cov)
+            dq, dnu = integration_dq(xp, g, pixeldq, no_jump)
+            gdq_out = g
+        else:
+            bad = flags != 0
+            use = ~(bad[1:, ...] | bad[:-1, ...])
+            found = detect_differences(
+                xp, diffs, use, gain, sigma2, dark, cov,
+                threshold_one=threshold_one, threshold_two=threshold_two,
+                detect_jumps=detect_jumps, stcal_quirks=stcal_quirks,
+            )
+            newly = found["jump_groups"]
+            if with_zf:
+                # Group 0 is split in two resultants; a jump at either belongs to group 0.
+                newly = [newly[0] | newly[1], *newly[2:]]
+            newly = xp.stack(newly, axis=0)
+            gdq_out = xp.where(newly, g | xp.asarray(_JUMP, dtype=g.dtype), g)
+            if phase == "detect":
+                return carry, (xp.stack(found["use"], axis=0), found["rate"], gdq_out)
+            out = fit_with_rate(xp, diffs, found["use"], found["rate"], gain, sigma2, cov)
+            dq, dnu = integration_dq(xp, g, pixeldq, found["jump"])
         err = xp.sqrt(out["var_poisson"] + out["var_rnoise"])
         return carry, (out["slope"], out["var_poisson"], out["var_rnoise"], err,
                        out["chisq"], dq, dnu, gdq_out)
 
-    xs = (data, groupdq, zeroframe) if with_zf else (data, groupdq)
+    xs = [data, groupdq]
+    if with_zf:
+        xs.append(zeroframe)
+    if phase == "final":
+        xs += [use_in, rate_in]
+    if phase == "detect":
+        _, (use, rate, gdq_out) = scan(xp, one_integration, 0, xs)
+        return {"use": use, "rate": rate, "groupdq": gdq_out}
     _, (slope, vp, vr, err, chisq, dq, dnu, gdq_out) = scan(xp, one_integration, 0, xs)
     rate = combine_integrations(xp, slope, vp, vr, chisq, dq, dnu, pixeldq)
     rate["err"] = xp.sqrt(rate["var_poisson"] + rate["var_rnoise"])
@@ -170,6 +197,7 @@ def likely_fit_arrays(
     detect_jumps: bool = True,
     use_zeroframe: bool = True,
     stcal_quirks: bool = False,
+    snowball: SnowballParams | None = None,
 ) -> dict[str, Any]:
     """The LIKELY fit of whole arrays (no chunking): the differentiable entry point.
 
@@ -190,44 +218,128 @@ def likely_fit_arrays(
         Used when ``use_zeroframe`` and the first group averages at least two reads.
     threshold_one_omit, threshold_two_omit, detect_jumps, use_zeroframe, stcal_quirks
         See :class:`LikelyRampFit`.
+    snowball : SnowballParams, optional
+        Flag snowballs after the jump detection (stcal #491; host side, not traced).
 
     Returns
     -------
     dict
         ``"rate"`` and ``"rateints"`` (dicts of ``data``, ``dq``, ``err``, ``var_poisson``,
-        ``var_rnoise``, ``chisq``) and ``"groupdq"`` with the detected jumps flagged.
-        On JAX the call is jit-compiled; ``jax.grad`` through ``rate["data"]`` with
-        respect to ``data`` or ``readnoise`` is defined (jump decisions are constants).
+        ``var_rnoise``, ``chisq``), ``"groupdq"`` with the detected jumps flagged and
+        ``"snowballs"`` (their number, or None).  On JAX the call is jit-compiled;
+        ``jax.grad`` through ``rate["data"]`` with respect to ``data`` or ``readnoise`` is
+        defined (jump decisions are constants) when ``snowball`` is None.
     """
-    xp = array_namespace(data, groupdq, gain)
     nints, ngroups, ny, nx = (int(s) for s in data.shape)
     if ngroups < 2:
         raise ValueError(f"likely_fit_arrays: data: expected at least 2 groups, got {ngroups}")
-    with_zf = _uses_zeroframe(meta, zeroframe, use_zeroframe)
-    cov = likely_covariance(likely_read_times(meta, zeroframe=with_zf))
-    npix = ny * nx
+    plan = _FitPlan.of(meta, zeroframe, use_zeroframe, threshold_one_omit, threshold_two_omit,
+                       detect_jumps, stcal_quirks)
     if dark_current is None:
+        xp = array_namespace(data, groupdq, gain)
         dark_current = xp.zeros((ny, nx), dtype=xp.float32)
-    out = _likely_kernel(
-        xp.reshape(data, (nints, ngroups, npix)),
-        xp.reshape(groupdq, (nints, ngroups, npix)),
-        xp.reshape(pixeldq, (npix,)),
-        xp.reshape(zeroframe, (nints, npix)) if with_zf else None,
-        xp.reshape(gain, (npix,)),
-        xp.reshape(readnoise, (npix,)),
-        xp.reshape(dark_current, (npix,)),
-        cov_key=_static_cov(cov),
-        nreads0=len(meta.resultant_reads[0]),
-        threshold_one=float(threshold_one_omit),
-        threshold_two=float(threshold_two_omit),
-        detect_jumps=bool(detect_jumps),
-        stcal_quirks=bool(stcal_quirks),
-    )
-    return {
-        "rate": {k: xp.reshape(v, (ny, nx)) for k, v in out["rate"].items()},
-        "rateints": {k: xp.reshape(v, (nints, ny, nx)) for k, v in out["rateints"].items()},
-        "groupdq": xp.reshape(out["groupdq"], (nints, ngroups, ny, nx)),
-    }
+    arrays = (data, groupdq, pixeldq, gain, readnoise, dark_current,
+              zeroframe if plan.with_zf else None)
+    if snowball is None or not detect_jumps:
+        return {**plan.run("full", *arrays), "snowballs": None}
+    found = plan.run("detect", *arrays)
+    gdq, use, count = flag_snowballs_in_fit(groupdq, found["groupdq"], found["use"], snowball,
+                                            with_zf=plan.with_zf,
+                                            group_time=float(meta.group_time))
+    arrays = (data, gdq, *arrays[2:])
+    return {**plan.run("final", *arrays, use, found["rate"]), "snowballs": count}
+
+
+@dataclasses.dataclass(frozen=True)
+class _FitPlan:
+    """The static settings of one fit: covariance and thresholds; runs the kernel on blocks."""
+
+    cov_key: tuple
+    nreads0: int
+    with_zf: bool
+    threshold_one: float
+    threshold_two: float
+    detect_jumps: bool
+    stcal_quirks: bool
+
+    @classmethod
+    def of(cls, meta, zeroframe, use_zeroframe, threshold_one, threshold_two, detect_jumps,
+           stcal_quirks) -> _FitPlan:
+        with_zf = _uses_zeroframe(meta, zeroframe, use_zeroframe)
+        cov = likely_covariance(likely_read_times(meta, zeroframe=with_zf))
+        return cls(_static_cov(cov), len(meta.resultant_reads[0]), with_zf,
+                   float(threshold_one), float(threshold_two), bool(detect_jumps),
+                   bool(stcal_quirks))
+
+    def run(self, phase, data, groupdq, pixeldq, gain, readnoise, dark, zeroframe,
+            use=None, rate=None) -> dict[str, Any]:
+        """One kernel call on (…, ny, nx) arrays; outputs keep the image axes."""
+        xp = array_namespace(data, groupdq, gain)
+        nints, ngroups, ny, nx = (int(s) for s in data.shape)
+        npix = ny * nx
+
+        def flat(a):
+            return None if a is None else xp.reshape(a, (*a.shape[:-2], npix))
+
+        out = _likely_kernel(
+            flat(data), flat(groupdq), flat(pixeldq), flat(zeroframe), flat(gain),
+            flat(readnoise), flat(dark), flat(use), flat(rate),
+            cov_key=self.cov_key, nreads0=self.nreads0, threshold_one=self.threshold_one,
+            threshold_two=self.threshold_two, detect_jumps=self.detect_jumps,
+            stcal_quirks=self.stcal_quirks, phase=phase,
+        )
+        return _map_tree(lambda v: xp.reshape(v, (*v.shape[:-1], ny, nx)), out)
+
+
+def flag_snowballs_in_fit(groupdq, jump_groupdq, use, params: SnowballParams, *,
+                          with_zf: bool, group_time: float):
+    """Snowball flagging between LIKELY's jump detection and its final fit (host side).
+
+    Each integration is searched on its own (as stcal does), so a snowball core is not
+    carried into the next integration.  With a zero frame the first group is two
+    resultants; the search sees the GROUPDQ of group 0 before the jump detection as an
+    extra first plane, as stcal does.  A difference is no longer used when the group it
+    ends at is flagged JUMP_DET.
+
+    Parameters
+    ----------
+    groupdq : uint8 (nints, ngroups, ny, nx)
+        GROUPDQ before the fit.
+    jump_groupdq : uint8, same shape
+        GROUPDQ with the fit's jumps.
+    use : bool (nints, ndiffs, ny, nx)
+        Differences the jump detection kept.
+    params : SnowballParams
+    with_zf : bool
+        Whether a zero frame split the first group.
+    group_time : float
+
+    Returns
+    -------
+    (groupdq, use, count)
+        Arrays in the namespace of ``jump_groupdq`` and the number of snowballs.
+    """
+    from ..jump.large_events import flag_snowballs
+
+    xp = array_namespace(jump_groupdq)
+    gdq = np.array(to_numpy(jump_groupdq), dtype=np.uint8, copy=True)
+    keep = np.array(to_numpy(use), dtype=bool, copy=True)
+    before = to_numpy(groupdq)
+    total = 0
+    for i in range(gdq.shape[0]):
+        planes = np.concatenate([before[i, :1], gdq[i]], axis=0) if with_zf else gdq[i].copy()
+        total += flag_snowballs(planes[None], params, group_time)
+        gdq[i] = planes[1:] if with_zf else planes
+        ends = planes[1:]
+        keep[i] &= (ends & _JUMP) == 0
+    return as_namespace(xp, gdq), as_namespace(xp, keep), total
+
+
+def _map_tree(fn, tree):
+    """``fn`` applied to every array of a dict of arrays / dicts (None kept)."""
+    if isinstance(tree, dict):
+        return {k: _map_tree(fn, v) for k, v in tree.items()}
+    return None if tree is None or isinstance(tree, int) else fn(tree)
 
 
 # --------------------------------------------------------------------------- log-likelihood
@@ -344,6 +456,8 @@ class LikelyFit:
         later group of each omitted difference).
     fallback : str or None
         ``"OLS"`` when NGROUPS < 4 and the OLS fit was used instead.
+    snowballs : int or None
+        Number of snowballs flagged (``expand_large_events``), else None.
     """
 
     result: RampFitResult
@@ -351,6 +465,7 @@ class LikelyFit:
     chisq_ints: Any
     groupdq: Any
     fallback: str | None = None
+    snowballs: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -384,6 +499,15 @@ class LikelyRampFit(Step):
         ``min(131072, 2**20 / ngroups)`` pixels (which stay in cache and run fastest).
     suppress_one_group : bool
         Passed to the OLS fallback for NGROUPS < 4.  Default True.
+    expand_large_events : bool
+        After the jump detection, search each integration for snowballs and flag them
+        (stcal #491): jump regions around a newly saturated core are enlarged and
+        flagged JUMP_DET, large cores are grown and flagged SATURATED, and a difference
+        ending at a group newly flagged JUMP_DET is left out of the final fit (whose
+        covariance keeps the count-rate estimate of the jump detection).  Runs on the
+        host between two kernel passes.  Default False.
+    snowball : SnowballParams
+        Snowball parameters (the jump step's defaults); used with ``expand_large_events``.
 
     Notes
     -----
@@ -433,6 +557,8 @@ class LikelyRampFit(Step):
     stcal_quirks: bool = False
     max_memory: float | None = None
     suppress_one_group: bool = True
+    expand_large_events: bool = False
+    snowball: SnowballParams = SnowballParams()
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -440,12 +566,16 @@ class LikelyRampFit(Step):
                      exclusive_minimum=True)
         check_number(owner, "threshold_two_omit", self.threshold_two_omit, minimum=0.0,
                      exclusive_minimum=True)
-        for name in ("detect_jumps", "use_zeroframe", "stcal_quirks", "suppress_one_group"):
+        for name in ("detect_jumps", "use_zeroframe", "stcal_quirks", "suppress_one_group",
+                     "expand_large_events"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise TypeError(f"{owner}.{name}: expected bool, got {type(value).__name__} {value!r}")
         check_number(owner, "max_memory", self.max_memory, minimum=0.0, exclusive_minimum=True,
                      allow_none=True)
+        if not isinstance(self.snowball, SnowballParams):
+            raise TypeError(f"{owner}.snowball: expected SnowballParams, got "
+                            f"{type(self.snowball).__name__} {self.snowball!r}")
 
     # ------------------------------------------------------------------ call
     def __call__(self, ramp: RampModel, gain_ref, readnoise_ref, dark_current=None) -> RampFitResult:
@@ -483,40 +613,27 @@ class LikelyRampFit(Step):
             if chunks[0][1] - chunks[0][0] > per:
                 chunks = _row_chunks(ny, 1, per)
         pad_to = chunks[0][1] - chunks[0][0] if is_jax_array(inputs.data) else None
-        kwargs = dict(
-            threshold_one_omit=self.threshold_one_omit,
-            threshold_two_omit=self.threshold_two_omit,
-            detect_jumps=self.detect_jumps,
-            use_zeroframe=self.use_zeroframe,
-            stcal_quirks=self.stcal_quirks,
-        )
-        parts = []
-        for r0, r1 in chunks:
-            rows = slice(r0, r1)
-            arrays = [
-                inputs.data[:, :, rows, :],
-                inputs.groupdq[:, :, rows, :],
-                inputs.pixeldq[rows, :],
-                inputs.gain[rows, :],
-                inputs.readnoise[rows, :],
-                inputs.dark_current[rows, :],
-                inputs.zeroframe[:, rows, :] if with_zf else None,
-            ]
-            extra = 0 if pad_to is None else pad_to - (r1 - r0)
-            if extra:
-                arrays = [None if a is None else _pad_rows(xp, a, extra) for a in arrays]
-            data, gdq, pdq, gain, rn, dark, zf = arrays
-            out = likely_fit_arrays(data, gdq, pdq, gain, rn, meta, dark_current=dark,
-                                    zeroframe=zf, **kwargs)
-            if extra:
-                out = _crop_rows(out, r1 - r0)
-            parts.append(out)
-        out = _concat(xp, parts)
+        plan = _FitPlan.of(meta, inputs.zeroframe, self.use_zeroframe, self.threshold_one_omit,
+                           self.threshold_two_omit, self.detect_jumps, self.stcal_quirks)
+        arrays = (inputs.data, inputs.groupdq, inputs.pixeldq, inputs.gain, inputs.readnoise,
+                  inputs.dark_current, inputs.zeroframe if with_zf else None)
+        count = None
+        if self.expand_large_events and self.detect_jumps:
+            found = _run_chunks(xp, plan, "detect", arrays, chunks, pad_to)
+            gdq, use, count = flag_snowballs_in_fit(
+                inputs.groupdq, found["groupdq"], found["use"], self.snowball,
+                with_zf=with_zf, group_time=float(meta.group_time),
+            )
+            arrays = (inputs.data, gdq, *arrays[2:], use, found["rate"])
+            out = _run_chunks(xp, plan, "final", arrays, chunks, pad_to)
+        else:
+            out = _run_chunks(xp, plan, "full", arrays, chunks, pad_to)
         keys = ("data", "dq", "err", "var_poisson", "var_rnoise")
         result = build_result({k: out["rate"][k] for k in keys},
                               {k: out["rateints"][k] for k in keys}, meta=meta)
         return LikelyFit(result=result, chisq=out["rate"]["chisq"],
-                         chisq_ints=out["rateints"]["chisq"], groupdq=out["groupdq"])
+                         chisq_ints=out["rateints"]["chisq"], groupdq=out["groupdq"],
+                         snowballs=count)
 
     def _budget(self, inputs) -> int:
         if self.max_memory is not None:
@@ -553,33 +670,36 @@ def _row_chunks(ny: int, row_bytes: int, budget: int) -> list[tuple[int, int]]:
     return [(r0, min(ny, r0 + size)) for r0 in range(0, ny, size)]
 
 
+def _run_chunks(xp, plan: _FitPlan, phase: str, arrays, chunks, pad_to) -> dict:
+    """Run ``plan`` on each row chunk of ``arrays`` (image axes last) and join the outputs.
+
+    On JAX every chunk is padded to ``pad_to`` rows so that one compiled kernel serves all.
+    """
+    parts = []
+    for r0, r1 in chunks:
+        part = [None if a is None else a[..., r0:r1, :] for a in arrays]
+        extra = 0 if pad_to is None else pad_to - (r1 - r0)
+        if extra:
+            part = [None if a is None else _pad_rows(xp, a, extra) for a in part]
+        out = plan.run(phase, *part)
+        if extra:
+            out = _map_tree(lambda v, n=r1 - r0: v[..., :n, :], out)
+        parts.append(out)
+    if len(parts) == 1:
+        return parts[0]
+    return _join(xp, parts)
+
+
+def _join(xp, parts: Sequence[dict]) -> dict:
+    """Concatenate the chunk outputs (dicts of arrays / dicts) along the row axis."""
+    first = parts[0]
+    if isinstance(first, dict):
+        return {k: _join(xp, [p[k] for p in parts]) for k in first}
+    return xp.concat(list(parts), axis=-2)
+
+
 def _pad_rows(xp, a, extra: int):
     """Append ``extra`` rows (edge copies) along axis -2 so every chunk has one shape."""
     edge = a[..., -1:, :]
     reps = [edge] * extra
     return xp.concat([a, *reps], axis=-2)
-
-
-def _crop_rows(out: dict, rows: int) -> dict:
-    def crop(v):
-        return v[..., :rows, :]
-
-    return {
-        "rate": {k: crop(v) for k, v in out["rate"].items()},
-        "rateints": {k: crop(v) for k, v in out["rateints"].items()},
-        "groupdq": crop(out["groupdq"]),
-    }
-
-
-def _concat(xp, parts: Sequence[dict]) -> dict:
-    if len(parts) == 1:
-        return parts[0]
-
-    def join(values):
-        return xp.concat(list(values), axis=-2)
-
-    return {
-        "rate": {k: join(p["rate"][k] for p in parts) for k in parts[0]["rate"]},
-        "rateints": {k: join(p["rateints"][k] for p in parts) for k in parts[0]["rateints"]},
-        "groupdq": join(p["groupdq"] for p in parts),
-    }

@@ -36,7 +36,9 @@ from ...dqflags import DQ
 __all__ = [
     "LikelyCovariance",
     "combine_integrations",
+    "detect_differences",
     "fit_differences",
+    "fit_with_rate",
     "integration_dq",
     "likely_covariance",
     "row_nanmedian",
@@ -388,7 +390,11 @@ def _omission_gains(xp, fit, use, pairs):
 
     Uses the GLS identity: omitting a set ``S`` of differences improves chi2 by
     ``(W r)_S^T (P_SS)^-1 (W r)_S`` with ``P = W - W u u^T W / (u^T W u)``.
-    Returns two lists of rows; disallowed pairs are ``-inf``.
+    A pair's improvement is split as ``top + extra``: ``top`` the single improvement of
+    its member with the larger one, ``extra`` what omitting the other member adds (a
+    Schur complement, computed directly so that it keeps its precision when a huge jump
+    makes ``top`` large).  Returns lists of rows ``gain1``, ``gain2 = top + extra``,
+    ``top`` and ``extra``; disallowed pairs are ``-inf``.
     """
     xu, xd, a_sum, shift = fit["xu"], fit["xd"], fit["a"], fit["shift"]
     n = len(xu)
@@ -401,11 +407,13 @@ def _omission_gains(xp, fit, use, pairs):
     for i in range(n):
         ok = use[i] & (count >= 2) & (pd[i] > 0)
         gain1.append(xp.where(ok, wr[i] * wr[i] / xp.where(ok, pd[i], one), zero))
-    gain2 = []
+    gain2, tops, extras = [], [], []
     neg_inf = xp.full_like(a_sum, -xp.inf)
     for i in range(n - 1):
         if not pairs[i]:
             gain2.append(neg_inf)
+            tops.append(neg_inf)
+            extras.append(neg_inf)
             continue
         p, q = wr[i], wr[i + 1]
         p11, p22 = pd[i], pd[i + 1]
@@ -413,10 +421,19 @@ def _omission_gains(xp, fit, use, pairs):
         det = p11 * p22 - p12 * p12
         both = use[i] & use[i + 1]
         ok = both & (count >= 3) & (det > 0)
-        g2 = (p22 * p * p - 2.0 * p12 * p * q + p11 * q * q) / xp.where(ok, det, one)
+        first_top = gain1[i] >= gain1[i + 1]
+        # extra = (p_kk r_o - p_ko r_k)^2 / (p_kk det), k the top member, o the other
+        p_top = xp.where(first_top, p11, p22)
+        num = xp.where(first_top, p11 * q - p12 * p, p22 * p - p12 * q)
+        den = xp.where(ok, p_top * det, one)
+        extra = xp.where(ok, num * num / den, zero)
         # A pair with one member already omitted is the single omission of the other.
-        gain2.append(xp.where(ok, g2, xp.where(both, zero, gain1[i] + gain1[i + 1])))
-    return gain1, gain2
+        top = xp.where(ok, xp.maximum(gain1[i], gain1[i + 1]),
+                       xp.where(both, zero, gain1[i] + gain1[i + 1]))
+        tops.append(top)
+        extras.append(extra)
+        gain2.append(top + extra)
+    return gain1, gain2, tops, extras
 
 
 def _jump_pass(xp, cov: _Cov, inputs, state, threshold_one: float, threshold_two: float):
@@ -427,16 +444,30 @@ def _jump_pass(xp, cov: _Cov, inputs, state, threshold_one: float, threshold_two
     n = len(diffs)
     any_pair = any(cov.pairs)
     fit = _fit(xp, cov, diffs, use_k, centre, photon, sigma2, want_inverse=True)
-    gain1, gain2 = _omission_gains(xp, fit, use_k, cov.pairs)
+    gain1, gain2, tops, extras = _omission_gains(xp, fit, use_k, cov.pairs)
     count = _count(xp, use_k)
     best1, at1 = _running_argmax(xp, gain1)
     neg_inf = xp.full_like(centre, -xp.inf)
     _, larger = _running_argmax(xp, [xp.where(use_k[i], diffs[i], neg_inf) for i in range(n)])
     at1 = xp.where(count == 2.0, larger, at1)
     if any_pair:
-        best2, at2 = _running_argmax(xp, gain2)
+        # Pairs sharing the largest top member are ranked by their extra (exact), the
+        # others by their whole improvement.
+        best_top, _ = _running_argmax(xp, tops)
+        sharing = [t == best_top for t in tops]
+        best_extra, _ = _running_argmax(
+            xp, [xp.where(g, e, neg_inf) for g, e in zip(sharing, extras, strict=True)])
+        keys = [xp.where(~g | (e == best_extra), g2, neg_inf)
+                for g, e, g2 in zip(sharing, extras, gain2, strict=True)]
+        best2, at2 = _running_argmax(xp, keys)
+        top2, extra2 = xp.zeros_like(best2), xp.zeros_like(best2)
+        for i in range(n - 1):
+            top2 = xp.where(at2 == i, tops[i], top2)
+            extra2 = xp.where(at2 == i, extras[i], extra2)
         jump = active & ((best1 > threshold_one) | (best2 > threshold_two))
-        single = (best1 - threshold_one) >= (best2 - threshold_two)
+        # pair excess - single excess; exact when the pair's top member is the best single
+        delta = xp.where(top2 == best1, extra2, best2 - best1)
+        single = delta <= (threshold_two - threshold_one)
         at = xp.where(single, at1, at2)
     else:
         jump = active & (best1 > threshold_one)
@@ -453,7 +484,8 @@ def _jump_pass(xp, cov: _Cov, inputs, state, threshold_one: float, threshold_two
     for i in range(1, n - 1):
         enclosed = enclosed | (drop[i] & ~use_k[i - 1] & ~use_k[i + 1])
     isolated = xp.where(jump, enclosed & single, isolated)
-    groups = tuple(groups[g] | (jump & (at == g - 1)) for g in range(n + 1))
+    # Each omitted difference flags the later of its two resultants (a pair flags two).
+    groups = (groups[0], *(groups[g] | drop[g - 1] for g in range(1, n + 1)))
     new_use = tuple(use_k[i] & ~drop[i] for i in range(n))
     new_count = _count(xp, new_use)
     return new_use, jump & (new_count >= 4.0), found | jump, isolated, groups
@@ -474,8 +506,8 @@ def _mask_jumps(xp, cov: _Cov, diffs, use, centre, photon, sigma2,
 
     Returns the final ``use`` rows, whether a jump was found, whether the last omission
     was a single difference between two already omitted ones, and rows (n + 1) marking
-    the resultants at which a jump was placed (the later resultant of an omitted
-    difference, the shared one of an omitted pair).
+    the resultants at which a jump was placed (the later resultant of each omitted
+    difference: both later resultants of an omitted pair, as stcal flags them).
     """
     n = len(diffs)
     no = xp.zeros(centre.shape, dtype=xp.bool)
@@ -495,7 +527,7 @@ def _mask_jumps(xp, cov: _Cov, diffs, use, centre, photon, sigma2,
         candidate = chisq > lowest * slack
     else:
         fit = _fit(xp, cov, diffs, use, centre, photon, sigma2, want_inverse=True)
-        gain1, gain2 = _omission_gains(xp, fit, use, cov.pairs)
+        gain1, gain2, _, _ = _omission_gains(xp, fit, use, cov.pairs)
         candidate = _running_argmax(xp, gain1)[0] > threshold_one * slack
         if any(cov.pairs):
             candidate = candidate | (_running_argmax(xp, gain2)[0] > threshold_two * slack)
@@ -618,7 +650,39 @@ def fit_differences(
     dict
         ``slope``, ``chisq``, ``var_poisson``, ``var_rnoise`` (P,), ``jump`` (bool (P,):
         a jump was omitted), ``jump_groups`` (list of n + 1 bool rows: resultants where
-        a jump was placed) and ``use`` (list of rows).
+        a jump was placed), ``use`` (list of rows) and ``rate`` (the count-rate estimate
+        the final covariance was built from).
+    """
+    found = detect_differences(
+        xp, diffs, use, gain, sigma2, dark, cov, threshold_one=threshold_one,
+        threshold_two=threshold_two, detect_jumps=detect_jumps, stcal_quirks=stcal_quirks,
+    )
+    final = fit_with_rate(xp, diffs, found["use"], found["rate"], gain, sigma2, cov)
+    return {**final, **found}
+
+
+def detect_differences(
+    xp,
+    diffs,
+    use,
+    gain,
+    sigma2,
+    dark,
+    cov: LikelyCovariance,
+    *,
+    threshold_one: float = 20.25,
+    threshold_two: float = 23.8,
+    detect_jumps: bool = True,
+    stcal_quirks: bool = False,
+):
+    """First half of :func:`fit_differences`: jump detection and the count-rate estimate.
+
+    Returns
+    -------
+    dict
+        ``use`` (list of n rows: differences kept), ``jump`` (P,), ``jump_groups``
+        (list of n + 1 rows) and ``rate`` (P,): ``max(fit of the kept differences with
+        the median covariance, 0) + dark``, from which the final covariance is built.
     """
     c = _Cov.of(cov)
     diffs, use = _rows(diffs), _rows(use)
@@ -642,8 +706,19 @@ def fit_differences(
     rate = xp.maximum(rate, xp.zeros_like(rate))
     if stcal_quirks:
         rate = xp.where(isolated, 2.0 * rate, rate)
-    rate = rate + dark
-    final = _fit(xp, c, diffs, use_j, rate, rate / gain, sigma2)
+    return {"use": list(use_j), "jump": jump, "jump_groups": groups, "rate": rate + dark}
+
+
+def fit_with_rate(xp, diffs, use, rate, gain, sigma2, cov: LikelyCovariance):
+    """Second half of :func:`fit_differences`: the fit with the covariance at ``rate``.
+
+    ``rate`` (P,) is the count-rate estimate (DN/s, dark current included); returns
+    ``slope``, ``chisq``, ``var_poisson`` and ``var_rnoise`` (P,), NaN where no
+    difference is kept.
+    """
+    c = _Cov.of(cov)
+    diffs, use = _rows(diffs), _rows(use)
+    final = _fit(xp, c, diffs, use, rate, rate / gain, sigma2)
     w = [x / final["a"] for x in final["xu"]]
     unit_poisson = _tri_quadratic(xp, w, c.ap, c.bp) / gain
     var_rnoise = sigma2 * _tri_quadratic(xp, w, c.ar, c.br)
@@ -654,9 +729,6 @@ def fit_differences(
         "chisq": final["chisq"],
         "var_poisson": xp.where(valid, rate * unit_poisson, nan),
         "var_rnoise": xp.where(valid, var_rnoise, nan),
-        "jump": jump,
-        "jump_groups": groups,
-        "use": use_j,
     }
 
 
