@@ -608,3 +608,86 @@ def test_rate_writes_rate_layout_fits(tmp_path):
         assert {"SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE"} <= set(names)
         np.testing.assert_array_equal(hdul["SCI"].data, result.rate.data)
         np.testing.assert_array_equal(hdul["DQ"].data, result.rate.dq)
+
+
+# ------------------------------------------------------------------ closed form + gather
+def _mostly_clean_scene(seed=3, nints=2, ngroups=7, shape=(9, 11)):
+    """Noisy ramps where about a fifth of the pixels carry a flag, plus bad references."""
+    rng = np.random.default_rng(seed)
+    full = (nints, ngroups, *shape)
+    flux = rng.lognormal(2.0, 2.0, shape)
+    flux[0, :3] = (-4.0, 0.0, 3e3)
+    counts = rng.poisson(np.abs(flux) * TG, full) * np.sign(flux)
+    data = 500.0 + np.cumsum(counts + rng.normal(0, 7, full), axis=1)
+    gdq = np.zeros(full, np.uint8)
+    hit = rng.random(shape) < 0.2
+    groups = rng.integers(0, ngroups, shape)
+    kinds = rng.choice(np.array([JUMP, SAT, DNU, DNU | CL], np.uint8), shape)
+    for y, x in zip(*np.nonzero(hit)):
+        k = int(rng.integers(0, nints))
+        gdq[k, groups[y, x]:, y, x] |= kinds[y, x]  # saturation and charge loss stay on
+        if kinds[y, x] == JUMP:
+            gdq[k, groups[y, x] + 1:, y, x] = 0
+    pdq = np.zeros(shape, np.uint32)
+    pdq[1, 1] = DNU
+    gain = np.full(shape, GAIN, np.float32)
+    gain[2, 2] = np.nan
+    rn = np.full(shape, RN, np.float32)
+    rn[3, 3] = 0.0
+    zf = rng.uniform(100, 900, (nints, *shape)).astype(np.float32)
+    dark = rng.uniform(-0.5, 2.0, shape).astype(np.float32)
+    return data.astype(np.float32), gdq, pdq, zf, gain, rn, dark
+
+
+@pytest.mark.parametrize("suppress", [True, False])
+def test_closed_form_for_unflagged_pixels_matches_the_segment_fit(xp, to_xp, suppress):
+    data, gdq, pdq, zf, gain, rn, dark = _mostly_clean_scene()
+    flagged = (gdq != 0).any(axis=(0, 1))
+    assert 0.05 < flagged.mean() < 0.5  # both paths of OLSRampFit run
+    ramp = _ramp(to_xp, data, gdq, pdq, zf)
+    result = OLSRampFit(suppress_one_group=suppress)(
+        ramp, GainRef(data=to_xp(gain)), ReadnoiseRef(data=to_xp(rn)), to_xp(dark))
+    # The reference: the general segment kernel on every pixel at once.
+    ref = ols_fit_arrays(data, gdq, pdq, zf, gain, rn, dark, frame_time=TG, group_time=TG,
+                         nframes=1, suppress_one_group=suppress)
+    rtol = 2e-6 if xp is jnp else 0.0  # XLA fuses the two paths differently
+    pairs = (("rate", ""), ("rateints", "int_"))
+    for product, prefix in pairs:
+        model = getattr(result, product)
+        for name, key in (("data", "slope"), ("err", "err"), ("var_poisson", "var_poisson"),
+                          ("var_rnoise", "var_rnoise")):
+            np.testing.assert_allclose(to_numpy(getattr(model, name)), ref[prefix + key],
+                                       rtol=rtol, atol=0, equal_nan=True,
+                                       err_msg=f"{product}.{name}")
+        np.testing.assert_array_equal(to_numpy(model.dq), ref[prefix + "dq"])
+
+
+def test_closed_form_changes_nothing_when_most_pixels_are_flagged():
+    data, gdq, pdq, zf, gain, rn, dark = _mostly_clean_scene(seed=4)
+    gdq[0, 3] |= JUMP  # every pixel flagged: the segment fit alone
+    step = OLSRampFit()
+    result = step(_ramp(np.asarray, data, gdq, pdq, zf), *_refs(np.asarray, gain.shape,
+                                                                gain=gain, rn=rn), dark)
+    ref = ols_fit_arrays(data, gdq, pdq, zf, gain, rn, dark, frame_time=TG, group_time=TG,
+                         nframes=1, suppress_one_group=True)
+    np.testing.assert_array_equal(result.rate.data, ref["slope"])
+    np.testing.assert_array_equal(result.rateints.dq, ref["int_dq"])
+
+
+def test_jax_flagged_pixel_count_changes_do_not_recompile():
+    # Flagged pixels are padded to a power-of-two number of rows: a few more or fewer
+    # flagged pixels reuse the compiled kernels.
+    data, gdq, pdq, zf, gain, rn, dark = _mostly_clean_scene(seed=5, shape=(16, 16))
+    refs = [m.to_backend("jax") for m in _refs(np.asarray, gain.shape, gain=gain, rn=rn)]
+    step = OLSRampFit()
+    step(_ramp(np.asarray, data, gdq, pdq, zf).to_backend("jax"), *refs)
+    count = ols_fit_arrays.trace_count()
+    clean = np.flatnonzero(~(gdq != 0).any(axis=(0, 1)))
+    gdq2 = gdq.copy()
+    gdq2[0, 4].flat[clean[:3]] = JUMP  # three more flagged pixels, same bucket of rows
+    result = step(_ramp(np.asarray, data, gdq2, pdq, zf).to_backend("jax"), *refs)
+    assert ols_fit_arrays.trace_count() == count
+    ref = ols_fit_arrays(data, gdq2, pdq, None, gain, rn, np.zeros_like(gain), frame_time=TG,
+                         group_time=TG, nframes=1, suppress_one_group=True)
+    np.testing.assert_allclose(np.asarray(result.rate.data), ref["slope"], rtol=2e-6,
+                               equal_nan=True)

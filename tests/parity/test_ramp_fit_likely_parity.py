@@ -3,8 +3,9 @@
 Both fits see the same simulated ramps: frame-level Poisson and read noise, cosmic-ray
 jumps (unflagged, for the likelihood jump detection to find, and some already flagged
 JUMP_DET), saturation from a random group on, DO_NOT_USE and other group flags, bad
-pixels, several integrations, NGROUPS 4/10/30, nframes/groupgap (multi-read groups, where
-pairs of differences can be omitted), an uneven read pattern, dark current and ZEROFRAME.
+pixels, several integrations, NGROUPS 4/10/30/100, nframes/groupgap (multi-read groups,
+where pairs of differences can be omitted), an uneven read pattern, dark current and
+ZEROFRAME.
 Ours runs with ``stcal_quirks=True`` (stcal's doubled count-rate estimate, see
 :class:`LikelyRampFit`).  DQ must be identical and rates, errors and variances agree to
 1e-4 relative (float32 here, float64 in stcal) except on the pixels where the class
@@ -142,6 +143,12 @@ CONFIGS = {
     "dark_current": dict(seed=8, nints=2, ngroups=10, p_jump=0.01, dark=True),
     "zeroframe": dict(seed=9, nints=2, ngroups=6, nframes=4, frame_time=2.5, p_jump=0.01,
                       zeroframe=True),
+    # Long ramps: about one jump (flagged or not) per ramp, DO_NOT_USE groups, saturation.
+    "ng100": dict(seed=12, nints=2, ngroups=100, p_jump=0.005, p_flagged_jump=0.005,
+                  p_dnu=0.01, p_flag=0.01, p_sat=0.3, badpix=True),
+    "ng100_nframes2_zeroframe_dark": dict(seed=14, nints=2, ngroups=100, nframes=2,
+                                          frame_time=5.0, p_jump=0.005, p_dnu=0.01,
+                                          zeroframe=True, dark=True),
 }
 
 

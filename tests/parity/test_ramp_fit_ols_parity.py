@@ -2,10 +2,10 @@
 
 Both fits see the same simulated ramps: Poisson + read noise, cosmic-ray jumps flagged
 JUMP_DET, saturation from a random group on, DO_NOT_USE groups, other group flags,
-CHARGELOSS | DO_NOT_USE runs, ZEROFRAME, dark current, bad pixels, NGROUPS 1/2/3/4/10,
-several integrations, ``suppress_one_group`` both ways, nframes/groupgap.  DQ must be
-identical; rates, errors and variances agree to 1e-5 relative (stcal computes in float32
-too, the differences are rounding).
+CHARGELOSS | DO_NOT_USE runs, ZEROFRAME, dark current, bad pixels, NGROUPS
+1/2/3/4/10/100, several integrations, ``suppress_one_group`` both ways, nframes/groupgap.
+DQ must be identical; rates, errors and variances agree to 1e-5 relative (stcal computes
+in float32 too, the differences are rounding).
 """
 
 from __future__ import annotations
@@ -133,6 +133,28 @@ CASES = {
     "bad pixels": dict(seed=10, nints=3, ngroups=6, badpix=True),
     "everything": dict(seed=11, nints=4, ngroups=9, p_flag=0.2, p_cl=0.3, zeroframe=True,
                        dark=True, nframes=3, groupgap=2, badpix=True),
+    # Long ramps: a few jumps and DO_NOT_USE groups per ramp, so segments of tens of
+    # groups; values reach ~8e4 DN (float32 spacing 0.008), still within 1e-5.
+    "ngroups 100": dict(seed=14, nints=2, ngroups=100, p_jump=0.02, p_dnu=0.01),
+    "ngroups 100 everything": dict(seed=15, nints=2, ngroups=100, p_jump=0.02, p_dnu=0.01,
+                                   p_cl=0.3, p_flag=0.02, zeroframe=True, dark=True,
+                                   nframes=2, badpix=True),
+    # Fewer than half the pixels carry any flag: unflagged long ramps next to flagged ones.
+    "ngroups 100 mostly clean": dict(seed=18, nints=2, ngroups=100, p_jump=0.001, p_sat=0.15,
+                                     p_dnu=0.0005),
+    "ngroups 10 mostly clean": dict(seed=19, nints=3, ngroups=10, p_jump=0.005, p_sat=0.1,
+                                    p_dnu=0.002, zeroframe=True, dark=True),
+    # CHARGELOSS read-noise variance with one-group segments timed apart from TGROUP
+    # (nframes > 1, groupgap > 0), with and without ZEROFRAME, and NGROUPS=1 rules.
+    "chargeloss ngroups 1": dict(seed=20, nints=3, ngroups=1, p_cl=0.4, zeroframe=True,
+                                 nframes=3, groupgap=1),
+    "chargeloss ngroups 2": dict(seed=21, nints=3, ngroups=2, p_cl=0.4, zeroframe=True,
+                                 nframes=3, groupgap=1),
+    "chargeloss ngroups 3": dict(seed=22, nints=3, ngroups=3, p_cl=0.4, zeroframe=True,
+                                 nframes=3, groupgap=1),
+    "chargeloss ngroups 4": dict(seed=23, nints=2, ngroups=4, p_cl=0.4, nframes=4),
+    "ngroups 1 zeroframe": dict(seed=24, nints=3, ngroups=1, p_jump=0.3, zeroframe=True,
+                                nframes=2, groupgap=1),
 }
 
 
@@ -161,3 +183,25 @@ def test_jax_backend_matches_stcal():
     # XLA evaluates exp/log and reassociates float32 sums differently: 1e-4 relative.
     case = _simulate(seed=13, nints=2, ngroups=6, p_cl=0.2, zeroframe=True, dark=True)
     _compare(_ours(case, False, backend="jax"), _stcal(case, False), rtol=1e-4)
+
+
+def test_mostly_clean_cases_use_the_closed_form():
+    # Precondition of the "mostly clean" cases: under half of the pixels carry a flag, so
+    # the unflagged ones go through the closed form and the rest through the segment fit.
+    for name in ("ngroups 100 mostly clean", "ngroups 10 mostly clean"):
+        flagged = (_simulate(**CASES[name])["gdq"] != 0).any(axis=(0, 1))
+        assert 0.05 < flagged.mean() < 0.5, (name, flagged.mean())
+
+
+@pytest.mark.parametrize("suppress", [False, True], ids=["keep1", "suppress1"])
+def test_chargeloss_cases_differ_from_the_plain_read_noise(suppress):
+    # The CHARGELOSS cases must exercise the recomputed read-noise variance: without it
+    # (CHARGELOSS bits cleared, groups still DO_NOT_USE) some VAR_RNOISE changes.
+    changed = 0
+    for name in ("chargeloss ngroups 2", "chargeloss ngroups 3", "chargeloss ngroups 4"):
+        case = _simulate(**CASES[name])
+        plain = dict(case, gdq=case["gdq"] & np.uint8(0x7F))
+        a = np.asarray(_ours(case, suppress).rateints.var_rnoise)
+        b = np.asarray(_ours(plain, suppress).rateints.var_rnoise)
+        changed += int(np.sum(~np.isclose(a, b, rtol=1e-5)))
+    assert changed > 0

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ...backends import array_namespace, jit
+from ...backends import array_namespace, jit, to_numpy
 from ...dqflags import DQ
 from ...models import RampFitResult, RampModel
 from ..base import Step, check_choice, check_number
@@ -288,29 +288,20 @@ def _median_of_planes(xp, planes, count):
 
 
 # --------------------------------------------------------------------------- kernel
-@jit(static_argnames=("frame_time", "group_time", "nframes", "suppress_one_group"))
-def _group_summaries(data, groupdq, zeroframe, dark_current, *, frame_time: float,
-                     group_time: float, nframes: int, suppress_one_group: bool):
-    """Pass 1 of the OLS kernel: statistics that need no segment boundaries.
+@jit
+def _group_statistics(data, groupdq) -> dict[str, Any]:
+    """Pass 1a of the OLS kernel: flag counts and first differences, group by group.
 
     Per integration and pixel: the number of unflagged groups, whether every group is
     DO_NOT_USE/SATURATED, the OR of SATURATED/JUMP_DET flags after the first group,
-    CHARGELOSS presence, the one-group timing, ZEROFRAME use and suppression; per pixel
-    the Poisson-variance numerator ``max(slope_est, 0) + dark_current`` where the slope
-    estimate is the mean over integrations of each one's median usable first difference.
-    A separate compiled function: its outputs are materialised, otherwise XLA fuses the
-    median network into every consumer and evaluates it several times.
+    CHARGELOSS presence, and the usable first differences (``+inf`` where unusable) with
+    their count.  A compiled function of its own: its outputs are materialised, otherwise
+    XLA fuses the differences into every comparator of the median network (about ten
+    times slower).
     """
-    xp = array_namespace(data, groupdq, dark_current)
+    xp = array_namespace(data, groupdq)
     f32 = xp.float32
-    nints, ngroups = int(data.shape[0]), int(data.shape[1])
-    tg = float(group_time)
-    t_first = float(frame_time) * (nframes + 1) / 2.0  # mean time of the first group
-    tf = float(frame_time)
-    dark = xp.astype(dark_current, f32)
-    # ---------------------------------------------------------------- per-group
-    # statistics that do not need segment boundaries: the median first difference of each
-    # integration (Poisson slope estimate), counts of clean groups, DQ summaries.
+    ngroups = int(data.shape[1])
     q0 = xp.astype(groupdq[:, 0, ...], xp.int32)
     y0 = data[:, 0, ...]
     bad0 = (q0 & (_DNU | _SAT)) != 0
@@ -339,12 +330,62 @@ def _group_summaries(data, groupdq, zeroframe, dark_current, *, frame_time: floa
             n_valid = n_valid + xp.astype(valid, xp.int32)
             prev_y = y
         prev_bad = bad
-    median_diff = _median_of_planes(xp, planes, n_valid) if planes else xp.zeros_like(y0)
-    del planes
+    return {"planes": planes, "n_valid": n_valid, "clean_count": clean_count,
+            "all_bad": all_bad, "dq_or": dq_or, "any_cl": any_cl}
 
-    suppressed = (
-        (clean_count == 1) if (suppress_one_group and ngroups > 1) else xp.zeros_like(all_bad)
+
+def _group_summaries(data, groupdq, zeroframe, dark_current, *, frame_time: float,
+                     group_time: float, nframes: int, suppress_one_group: bool):
+    """Pass 1 of the OLS kernel: statistics that need no segment boundaries.
+
+    :func:`_group_statistics` and, per pixel, the Poisson-variance numerator
+    ``max(slope_est, 0) + dark_current`` where the slope estimate is the mean over
+    integrations of each one's median usable first difference; also the one-group timing,
+    ZEROFRAME use and suppression.
+    """
+    stats = _group_statistics(data, groupdq)
+    planes = stats.pop("planes")
+    stats["median_diff"] = _median_difference(planes, stats["n_valid"], data[:, 0, ...])
+    del planes
+    return _summaries_from_statistics(
+        data, groupdq, zeroframe, dark_current, stats,
+        frame_time=frame_time, group_time=group_time, nframes=nframes,
+        suppress_one_group=suppress_one_group,
     )
+
+
+@jit
+def _median_difference(planes, n_valid, like):
+    """Median usable first difference (0 where none): a compiled function of its own, as
+    XLA fused with its consumers re-evaluates the network several times."""
+    xp = array_namespace(like)
+    return _median_of_planes(xp, planes, n_valid) if planes else xp.zeros_like(like)
+
+
+@jit(static_argnames=("frame_time", "group_time", "nframes", "suppress_one_group"))
+def _summaries_from_statistics(data, groupdq, zeroframe, dark_current, stats, *,
+                               frame_time: float, group_time: float, nframes: int,
+                               suppress_one_group: bool):
+    """Pass 1b: :func:`_group_summaries` given the :func:`_group_statistics` ``stats``.
+
+    """
+    xp = array_namespace(data, groupdq, dark_current)
+    f32 = xp.float32
+    nints, ngroups = int(data.shape[0]), int(data.shape[1])
+    suppress_one_group = suppress_one_group and ngroups > 1  # stcal ignores it for NGROUPS=1
+    tg = float(group_time)
+    t_first = float(frame_time) * (nframes + 1) / 2.0  # mean time of the first group
+    tf = float(frame_time)
+    dark = xp.astype(dark_current, f32)
+    q0 = xp.astype(groupdq[:, 0, ...], xp.int32)
+    y0 = data[:, 0, ...]
+    bad0 = (q0 & (_DNU | _SAT)) != 0
+    n_valid = stats["n_valid"]
+    clean_count, all_bad = stats["clean_count"], stats["all_bad"]
+    dq_or, any_cl = stats["dq_or"], stats["any_cl"]
+    median_diff = stats["median_diff"]
+
+    suppressed = (clean_count == 1) if suppress_one_group else xp.zeros_like(all_bad)
     special = (clean_count == 1) & (q0 == 0)  # the lone clean group is the first one
     t_one = xp.where(special, xp.asarray(t_first, dtype=f32), xp.asarray(tg, dtype=f32))
     use_zf = (clean_count == 0) & xp.zeros_like(all_bad)
@@ -352,15 +393,15 @@ def _group_summaries(data, groupdq, zeroframe, dark_current, *, frame_time: floa
         use_zf = (clean_count == 0) & (zeroframe != 0)
 
     # Per-integration contribution to the slope estimate used for the Poisson variance.
-    if ngroups == 1:
-        first_only = xp.where((q0 & _SAT) != 0, xp.asarray(xp.nan, dtype=f32), y0 / t_one)
+    if ngroups == 1:  # the group's value over the first group's time, flagged or not
+        first_only = xp.where((q0 & _SAT) != 0, xp.asarray(xp.nan, dtype=f32), y0 / t_first)
     else:
         first_only = xp.where(bad0, xp.zeros_like(y0), y0 / t_one)
     contrib = xp.where(n_valid > 0, median_diff / tg, first_only)
     contrib = xp.where(special, y0 / t_first, contrib)
     contrib = xp.where(suppressed, xp.zeros_like(contrib), contrib)
-    if zeroframe is not None:
-        contrib = xp.where(use_zf, zeroframe / tf, contrib)
+    if zeroframe is not None:  # with NGROUPS=1 stcal times it like the group it replaces
+        contrib = xp.where(use_zf, zeroframe / (t_first if ngroups == 1 else tf), contrib)
     estimate = _sum_ints(xp, contrib) / nints  # NaN stays NaN (NGROUPS=1 with a bad group)
     # Numerator of the Poisson variance: a negative slope estimate counts as zero, the dark
     # current is added as given (a negative sum gives negative segment variances, as in
@@ -389,6 +430,7 @@ def _group_summaries(data, groupdq, zeroframe, dark_current, *, frame_time: floa
         "suppress_one_group",
         "has_chargeloss",
         "save_opt",
+        "clean",
     )
 )
 def _fit_segments(
@@ -406,11 +448,19 @@ def _fit_segments(
     suppress_one_group: bool,
     has_chargeloss: bool = True,
     save_opt: bool = False,
+    clean: bool = False,
 ) -> dict[str, Any]:
-    """Passes 2 and 3 of :func:`ols_fit_arrays` given the pass-1 ``summary``."""
+    """Passes 2 and 3 of :func:`ols_fit_arrays` given the pass-1 ``summary``.
+
+    ``clean=True`` is the closed form for ramps without any GROUPDQ flag (no loops over
+    segments); its results are meaningless for pixels with a flagged group.
+    """
+    if clean and (has_chargeloss or save_opt):
+        raise ValueError("_fit_segments: clean=True needs has_chargeloss=False, save_opt=False")
     xp = array_namespace(data, groupdq, pixeldq, gain, readnoise)
     f32 = xp.float32
     nints, ngroups = int(data.shape[0]), int(data.shape[1])
+    suppress_one_group = suppress_one_group and ngroups > 1  # stcal ignores it for NGROUPS=1
     tg = float(group_time)
     t_first = float(frame_time) * (nframes + 1) / 2.0  # mean time of the first group
     tf = float(frame_time)
@@ -435,42 +485,6 @@ def _fit_segments(
     y0 = data[:, 0, ...]
     zeros_i = xp.zeros(q0.shape, dtype=xp.int32)
 
-    # ---------------------------------------------------------------- pass 2 (reverse):
-    # for every group, the length of the segment starting there and its weight exponent.
-    code_dtype = xp.uint8 if ngroups * 8 + 7 <= 255 else xp.int32
-
-    # The segment codes are piecewise constant in the data: no gradient flows through them.
-    data_const = _no_grad(xp, data)
-    gain_const = _no_grad(xp, safe_gain)
-    rn_var_const = _no_grad(xp, rn_var_e)
-
-    def backward(g, carry):
-        end_idx, end_val, clean_next = carry
-        q = xp.astype(_plane(xp, groupdq, g), xp.int32)
-        y = _plane(xp, data_const, g)
-        usable = (q & _NOT_JUMP) == 0
-        new_end = ~(clean_next & usable)
-        end_idx = xp.where(new_end, xp.asarray(g, dtype=xp.int16), end_idx)
-        end_val = xp.where(new_end, y, end_val)
-        n = xp.astype(end_idx, xp.int32) - g + 1
-        x = (end_val - y) * gain_const
-        arg = rn_var_const + x
-        snr = xp.where(
-            arg > 0, x / xp.sqrt(xp.where(arg > 0, arg, xp.ones_like(arg))), xp.zeros_like(x)
-        )
-        pcode = zeros_i
-        for edge in _SNR_EDGES:
-            pcode = pcode + xp.astype(snr >= edge, xp.int32)
-        code = xp.astype(xp.where(usable, n * 8 + pcode, zeros_i), code_dtype)
-        return (end_idx, end_val, q == 0), code
-
-    init_back = (xp.zeros(y0.shape, dtype=xp.int16), xp.zeros_like(y0), xp.zeros_like(all_bad))
-    _, codes = _scan(xp, backward, init_back, ngroups, reverse=True, collect=True)
-
-    # ---------------------------------------------------------------- pass 3 (forward):
-    # weighted least squares per segment, streamed; segment results accumulated per
-    # integration.  The weights are symmetric about the segment midpoint, so the slope is
-    # sum_i c_i (y_i - y_start) with table coefficients c_i (see _WeightTerms).
     zf32 = xp.zeros_like(y0)
     gain_b = safe_gain
     inv_tg2 = 1.0 / tg**2
@@ -487,103 +501,139 @@ def _fit_segments(
         raise ValueError(f"ols_fit_arrays: expected at most 8191 groups, got {ngroups}")
     mask = (1 << bits) - 1
     sh_n, sh_pc, sh_prev, sh_has1 = bits, 2 * bits, 2 * bits + 3, 2 * bits + 4
-
-    def forward(g, c):
-        q = xp.astype(_plane(xp, groupdq, g), xp.int32)
-        y = _plane(xp, data, g)
-        code = xp.astype(_plane(xp, codes, g, axis=0), xp.int32)
-        seg = c["seg"]
-        prev_usable = ((seg >> sh_prev) & 1) == 1
-        has1 = ((seg >> sh_has1) & 1) == 1
-        usable = (q & _NOT_JUMP) == 0
-        clean = q == 0
-        start = usable & ~(clean & prev_usable)
-        n = xp.where(start, code // 8, (seg >> sh_n) & mask)
-        pc = xp.where(start, code % 8, (seg >> sh_pc) & 7)
-        i = xp.where(start, zeros_i, (seg & mask) + 1)
-        ys = xp.where(start, y, c["ys"])
-        coef = weights.coef(n, pc, i)  # w u / sum(w u^2): slope = sum(coef * y) per group
-        num = xp.where(start, zf32, c["num"]) + xp.where(usable, coef * (y - ys), zf32)
-        end = usable & (i == n - 1)
-        multi = end & (n >= 2)
-        nf = xp.astype(n, f32)
-        slope = xp.where(multi, num / tg, zf32)
-        slope = xp.where(multi & (rn == 0), xp.asarray(xp.nan, dtype=f32), slope)
-        n3 = nf**3 - nf
-        # 1 / (vr_s + vp_s) with vr_s = k / (n^3 - n) and vp_s = b / (n - 1)
-        denom = k_rn_tg2 + pois_tg * nf * (nf + 1)
-        invc = _safe_div(xp, n3, denom, multi & (denom != 0))
-        lone = end & (n == 1) & ((q & _JUMP) == 0)
-        one = lone & ~has1
-        out = dict(c)
-        if save_opt:
-            vr = _safe_div(xp, k_rn_tg2, n3, multi)
-            vp = _safe_div(xp, pois_tg, nf - 1, multi)
-            out.update(_opt_step(xp, c, g, start, usable, multi, weights.weight(n, pc, i), y, ys,
-                                 nf, slope, vp, vr, weights.den(n, pc), sigma2, tg, n_slots))
-            out["o_n1"] = c["o_n1"] + xp.astype(lone, xp.int32)
-        seg = (
-            i
-            | (n << sh_n)
-            | (pc << sh_pc)
-            | (xp.astype(usable, xp.int32) << sh_prev)
-            | (xp.astype(has1 | one, xp.int32) << sh_has1)
-        )
-        out.update(
-            seg=seg,
-            ys=ys,
-            num=num,
-            inv_c=c["inv_c"] + invc,
-            slope_c=c["slope_c"] + slope * invc,
-            sum_n3=c["sum_n3"] + xp.where(multi, n3, zf32),
-            sum_nm1=c["sum_nm1"] + xp.where(multi, nf - 1, zf32),
-            first1=xp.where(one, y, c["first1"]),
-        )
-        if has_chargeloss:
-            # Read-noise variance recomputed as if CHARGELOSS | DO_NOT_USE groups were good.
-            both = (q & (_DNU | _CL)) == (_DNU | _CL)
-            qr = xp.where(both, q & ~(_DNU | _CL), q)
-            usable_r = (qr & _NOT_JUMP) == 0
-            clean_r = qr == 0
-            cont_r = clean_r & c["r_prev"]
-            close = (c["r_len"] > 0) & ~cont_r
-            out.update(_close_run(xp, c, close))
-            out["r_len"] = xp.where(usable_r, xp.where(cont_r, c["r_len"] + 1, 1), zeros_i)
-            out["r_jump"] = xp.where(cont_r, c["r_jump"], (qr & _JUMP) != 0)
-            out["r_prev"] = usable_r
-            out["r_clean"] = c["r_clean"] + xp.astype(clean_r, xp.int32)
-            if isinstance(g, int):
-                out["r_first_clean"] = clean_r if g == 0 else c["r_first_clean"]
-            else:
-                out["r_first_clean"] = xp.where(g == 0, clean_r, c["r_first_clean"])
-        return out, None
-
-    state = {
-        "seg": zeros_i,
-        "ys": zf32,
-        "num": zf32,
-        "inv_c": zf32,
-        "slope_c": zf32,
-        "sum_n3": zf32,
-        "sum_nm1": zf32,
-        "first1": zf32,
-    }
-    if has_chargeloss:
-        state.update(
-            r_prev=xp.zeros_like(all_bad),
-            r_len=zeros_i,
-            r_jump=xp.zeros_like(all_bad),
-            r_clean=zeros_i,
-            r_first_clean=xp.zeros_like(all_bad),
-            r_n3=zf32,
-            r_multi=zeros_i,
-            r_has1=xp.zeros_like(all_bad),
-        )
     n_slots = max(1, (ngroups + 1) // 2)
     sigma2 = (rn * safe_gain) ** 2 / (2.0 * nframes)  # read variance of one group, e-**2
-    if save_opt:
-        state.update(_opt_init(xp, zf32, zeros_i, n_slots))
-    state, _ = _scan(xp, forward, state, ngroups)
+
+    if clean:
+        # Every group of every integration is unflagged: one segment per integration.
+        state = _unflagged_state(xp, data, gain_const=_no_grad(xp, safe_gain),
+                                 rn_var_const=_no_grad(xp, rn_var_e), weights=weights,
+                                 k_rn_tg2=k_rn_tg2, pois_tg=pois_tg, rn=rn, tg=tg)
+    else:
+        # ---------------------------------------------------------------- pass 2 (reverse):
+        # for every group, the length of the segment starting there and its weight exponent.
+        code_dtype = xp.uint8 if ngroups * 8 + 7 <= 255 else xp.int32
+
+        # The segment codes are piecewise constant in the data: no gradient flows through them.
+        data_const = _no_grad(xp, data)
+        gain_const = _no_grad(xp, safe_gain)
+        rn_var_const = _no_grad(xp, rn_var_e)
+
+        def backward(g, carry):
+            end_idx, end_val, clean_next = carry
+            q = xp.astype(_plane(xp, groupdq, g), xp.int32)
+            y = _plane(xp, data_const, g)
+            usable = (q & _NOT_JUMP) == 0
+            new_end = ~(clean_next & usable)
+            end_idx = xp.where(new_end, xp.asarray(g, dtype=xp.int16), end_idx)
+            end_val = xp.where(new_end, y, end_val)
+            n = xp.astype(end_idx, xp.int32) - g + 1
+            x = (end_val - y) * gain_const
+            arg = rn_var_const + x
+            snr = xp.where(
+                arg > 0, x / xp.sqrt(xp.where(arg > 0, arg, xp.ones_like(arg))), xp.zeros_like(x)
+            )
+            pcode = zeros_i
+            for edge in _SNR_EDGES:
+                pcode = pcode + xp.astype(snr >= edge, xp.int32)
+            code = xp.astype(xp.where(usable, n * 8 + pcode, zeros_i), code_dtype)
+            return (end_idx, end_val, q == 0), code
+
+        init_back = (xp.zeros(y0.shape, dtype=xp.int16), xp.zeros_like(y0), xp.zeros_like(all_bad))
+        _, codes = _scan(xp, backward, init_back, ngroups, reverse=True, collect=True)
+
+        # ---------------------------------------------------------------- pass 3 (forward):
+        # weighted least squares per segment, streamed; segment results accumulated per
+        # integration.  The weights are symmetric about the segment midpoint, so the slope is
+        # sum_i c_i (y_i - y_start) with table coefficients c_i (see _WeightTerms).
+
+        def forward(g, c):
+            q = xp.astype(_plane(xp, groupdq, g), xp.int32)
+            y = _plane(xp, data, g)
+            code = xp.astype(_plane(xp, codes, g, axis=0), xp.int32)
+            seg = c["seg"]
+            prev_usable = ((seg >> sh_prev) & 1) == 1
+            has1 = ((seg >> sh_has1) & 1) == 1
+            usable = (q & _NOT_JUMP) == 0
+            clean = q == 0
+            start = usable & ~(clean & prev_usable)
+            n = xp.where(start, code // 8, (seg >> sh_n) & mask)
+            pc = xp.where(start, code % 8, (seg >> sh_pc) & 7)
+            i = xp.where(start, zeros_i, (seg & mask) + 1)
+            ys = xp.where(start, y, c["ys"])
+            coef = weights.coef(n, pc, i)  # w u / sum(w u^2): slope = sum(coef * y) per group
+            num = xp.where(start, zf32, c["num"]) + xp.where(usable, coef * (y - ys), zf32)
+            end = usable & (i == n - 1)
+            multi = end & (n >= 2)
+            nf = xp.astype(n, f32)
+            slope = xp.where(multi, num / tg, zf32)
+            slope = xp.where(multi & (rn == 0), xp.asarray(xp.nan, dtype=f32), slope)
+            n3 = nf**3 - nf
+            # 1 / (vr_s + vp_s) with vr_s = k / (n^3 - n) and vp_s = b / (n - 1)
+            denom = k_rn_tg2 + pois_tg * nf * (nf + 1)
+            invc = _safe_div(xp, n3, denom, multi & (denom != 0))
+            lone = end & (n == 1) & ((q & _JUMP) == 0)
+            one = lone & ~has1
+            out = dict(c)
+            if save_opt:
+                vr = _safe_div(xp, k_rn_tg2, n3, multi)
+                vp = _safe_div(xp, pois_tg, nf - 1, multi)
+                out.update(_opt_step(xp, c, g, start, usable, multi, weights.weight(n, pc, i), y, ys,
+                                     nf, slope, vp, vr, weights.den(n, pc), sigma2, tg, n_slots))
+                out["o_n1"] = c["o_n1"] + xp.astype(lone, xp.int32)
+            seg = (
+                i
+                | (n << sh_n)
+                | (pc << sh_pc)
+                | (xp.astype(usable, xp.int32) << sh_prev)
+                | (xp.astype(has1 | one, xp.int32) << sh_has1)
+            )
+            out.update(
+                seg=seg,
+                ys=ys,
+                num=num,
+                inv_c=c["inv_c"] + invc,
+                slope_c=c["slope_c"] + slope * invc,
+                sum_n3=c["sum_n3"] + xp.where(multi, n3, zf32),
+                sum_nm1=c["sum_nm1"] + xp.where(multi, nf - 1, zf32),
+                first1=xp.where(one, y, c["first1"]),
+            )
+            if has_chargeloss:
+                # Read-noise variance recomputed as if CHARGELOSS | DO_NOT_USE groups were good.
+                both = (q & (_DNU | _CL)) == (_DNU | _CL)
+                qr = xp.where(both, q & ~(_DNU | _CL), q)
+                usable_r = (qr & _NOT_JUMP) == 0
+                clean_r = qr == 0
+                cont_r = clean_r & c["r_prev"]
+                close = (c["r_len"] > 0) & ~cont_r
+                out.update(_close_run(xp, c, close))
+                out["r_len"] = xp.where(usable_r, xp.where(cont_r, c["r_len"] + 1, 1), zeros_i)
+                out["r_jump"] = xp.where(cont_r, c["r_jump"], (qr & _JUMP) != 0)
+                out["r_prev"] = usable_r
+            return out, None
+
+        state = {
+            "seg": zeros_i,
+            "ys": zf32,
+            "num": zf32,
+            "inv_c": zf32,
+            "slope_c": zf32,
+            "sum_n3": zf32,
+            "sum_nm1": zf32,
+            "first1": zf32,
+        }
+        if has_chargeloss:
+            state.update(
+                r_prev=xp.zeros_like(all_bad),
+                r_len=zeros_i,
+                r_jump=xp.zeros_like(all_bad),
+                r_n3=zf32,
+                r_multi=zeros_i,
+                r_has1=xp.zeros_like(all_bad),
+            )
+        if save_opt:
+            state.update(_opt_init(xp, zf32, zeros_i, n_slots))
+        state, _ = _scan(xp, forward, state, ngroups)
 
     # ---------------------------------------------------------------- per integration
     has_multi = state["sum_nm1"] > 0
@@ -618,7 +668,8 @@ def _fit_segments(
 
     if has_chargeloss:
         state.update(_close_run(xp, state, state["r_len"] > 0))
-        r_special = (state["r_clean"] == 1) & state["r_first_clean"]
+        # A recomputed one-group segment is timed as the fit timed its lone group.
+        r_special = summary["special"]
         if suppress_one_group:  # stcal then times every recomputed one-group segment by TGROUP
             r_special = xp.zeros_like(r_special)
         r_t = xp.where(r_special, xp.asarray(t_first, dtype=f32), xp.asarray(tg, dtype=f32))
@@ -678,6 +729,48 @@ def _fit_segments(
     }
 
 
+def _unflagged_state(xp, data, *, gain_const, rn_var_const, weights, k_rn_tg2, pois_tg, rn,
+                     tg: float) -> dict[str, Any]:
+    """Per-integration accumulators of the forward pass for ramps without flagged groups.
+
+    Every integration is one segment of ``ngroups`` groups, so the segment length is known
+    and the weight exponent follows from the first and last groups; the slope is summed in
+    the same order and with the same coefficients as the general forward pass.
+    """
+    f32 = xp.float32
+    ngroups = int(data.shape[1])
+    y0 = data[:, 0, ...]
+    first = _no_grad(xp, y0)
+    x = (_no_grad(xp, data[:, ngroups - 1, ...]) - first) * gain_const
+    arg = rn_var_const + x
+    snr = xp.where(
+        arg > 0, x / xp.sqrt(xp.where(arg > 0, arg, xp.ones_like(arg))), xp.zeros_like(x)
+    )
+    pcode = xp.zeros(y0.shape, dtype=xp.int32)
+    for edge in _SNR_EDGES:
+        pcode = pcode + xp.astype(snr >= edge, xp.int32)
+    n = xp.full(y0.shape, ngroups, dtype=xp.int32)
+    zf32 = xp.zeros_like(y0)
+    num = zf32
+    for g in range(ngroups):
+        coef = weights.coef(n, pcode, xp.full(y0.shape, g, dtype=xp.int32))
+        num = num + coef * (data[:, g, ...] - y0)
+    nf = xp.astype(n, f32)
+    slope = num / tg
+    slope = xp.where(rn == 0, xp.asarray(xp.nan, dtype=f32), slope)
+    n3 = nf**3 - nf
+    denom = k_rn_tg2 + pois_tg * nf * (nf + 1)
+    invc = _safe_div(xp, n3, denom, denom != 0)
+    return {
+        "seg": xp.zeros(y0.shape, dtype=xp.int32),
+        "inv_c": zf32 + invc,
+        "slope_c": zf32 + slope * invc,
+        "sum_n3": n3,
+        "sum_nm1": nf - 1,
+        "first1": zf32,
+    }
+
+
 def ols_fit_arrays(
     data,
     groupdq,
@@ -734,7 +827,8 @@ def ols_fit_arrays(
 
 
 def _trace_count() -> int:
-    return _group_summaries.trace_count() + _fit_segments.trace_count()
+    return sum(f.trace_count() for f in (_group_statistics, _median_difference,
+                                         _summaries_from_statistics, _fit_segments))
 
 
 ols_fit_arrays.trace_count = _trace_count
@@ -883,43 +977,60 @@ class OLSRampFit(Step):
                 f"{owner}: expected an evenly sampled exposure (JWST nframes/groupgap), got an "
                 "uneven read pattern; use the Casertano fit for Roman-style resultants"
             )
-        xp = inputs.xp
         nints, ngroups, ny, nx = inputs.shape
-        chunks = _row_chunks(ny, _row_bytes(nints, ngroups, nx), self._budget(inputs))
         params = dict(
             frame_time=float(meta.frame_time),
             group_time=float(meta.group_time),
             nframes=int(meta.nframes),
             suppress_one_group=self.suppress_one_group,
         )
-
-        has_cl = bool(_any_chargeloss(inputs.groupdq))  # one host sync, not one per chunk
-
-        def fit_rows(r0: int, r1: int) -> dict[str, Any]:
-            rows = slice(r0, r1)
-            gdq = inputs.groupdq[:, :, rows, :]
-            zf = None if inputs.zeroframe is None else inputs.zeroframe[:, rows, :]
-            out = ols_fit_arrays(
-                inputs.data[:, :, rows, :],
-                gdq,
-                inputs.pixeldq[rows, :],
-                zf,
-                inputs.gain[rows, :],
-                inputs.readnoise[rows, :],
-                inputs.dark_current[rows, :],
-                has_chargeloss=has_cl,
-                save_opt=self.save_opt,
-                **params,
-            )
-            return out
-
-        parts = self._run_chunks(fit_rows, chunks, owner)
-        out = _concat_parts(xp, parts)
+        # One host sync: CHARGELOSS anywhere, and which pixels have any flagged group.
+        flagged, counts = _flag_census(inputs.groupdq)
+        has_cl, n_flagged = (int(v) for v in to_numpy(counts))
+        closed_form = (
+            not self.save_opt and ngroups >= 2 and n_flagged <= _CLOSED_FORM_MAX_FLAGGED * ny * nx
+        )
+        if not closed_form:
+            out = self._fit(inputs, params, has_cl, clean=False, owner=owner)
+        else:
+            # Unflagged pixels (most of a typical exposure) in closed form; the others
+            # gathered into a compact ramp, fitted segment by segment and put back.
+            out = self._fit(inputs, params, False, clean=True, owner=owner)
+            if n_flagged:
+                # JAX pads with an index past the frame (gathered as zeros, never put back).
+                pad = ny * nx if _is_jax(inputs.xp) else None
+                index = _flagged_index(flagged, n_flagged, nx, pad=pad)
+                subset = _take_pixels(_pixel_arrays(inputs), inputs.xp.asarray(index))
+                sub_out = self._fit(dataclasses.replace(inputs, **subset), params, has_cl,
+                                    clean=False, owner=f"{owner} (flagged pixels)")
+                for key in list(out):
+                    out[key] = _put_pixels(out[key], sub_out.pop(key), index, n_flagged)
         rate = {k: out[k] for k in ("data", "dq", "err", "var_poisson", "var_rnoise")}
         ints = {k: out["int_" + k] for k in ("data", "dq", "err", "var_poisson", "var_rnoise")}
         return build_result(rate, ints, meta=meta, fitopt=out.get("fitopt"))
 
     # ------------------------------------------------------------------ helpers
+    def _fit(self, inputs, params: dict, has_cl: bool, *, clean: bool, owner: str):
+        """Run the kernel over row chunks of ``inputs`` and join the chunk outputs."""
+        nints, ngroups, ny, nx = inputs.shape
+        row_bytes = _row_bytes(nints, ngroups, nx)
+        if clean and _is_jax(inputs.xp):  # fewer, larger chunks: slicing copies under JAX
+            row_bytes //= _CLOSED_FORM_ROW_SHRINK
+        chunks = _row_chunks(ny, row_bytes, self._budget(inputs))
+
+        def fit_rows(r0: int, r1: int) -> dict[str, Any]:
+            rows = slice(r0, r1)
+            zf = None if inputs.zeroframe is None else inputs.zeroframe[:, rows, :]
+            data, groupdq = inputs.data[:, :, rows, :], inputs.groupdq[:, :, rows, :]
+            summary = _group_summaries(data, groupdq, zf, inputs.dark_current[rows, :],
+                                       **params)
+            return _fit_segments(data, groupdq, inputs.pixeldq[rows, :], zf,
+                                 inputs.gain[rows, :], inputs.readnoise[rows, :], summary,
+                                 has_chargeloss=has_cl, save_opt=self.save_opt, clean=clean,
+                                 **params)
+
+        return _concat_parts(inputs.xp, self._run_chunks(fit_rows, chunks, owner))
+
     def _budget(self, inputs) -> int:
         if self.max_memory is not None:
             return int(self.max_memory * 2**30)
@@ -957,11 +1068,125 @@ class OLSRampFit(Step):
             bar.close()
 
 
+#: Largest fraction of pixels with a flagged group for which the unflagged ones are fitted
+#: in closed form and the flagged ones gathered apart (beyond it the gather costs more
+#: than it saves).
+_CLOSED_FORM_MAX_FLAGGED = 0.5
+#: Under JAX the closed form runs in chunks this many times larger than the segment fit:
+#: it keeps no per-group loop state, and every chunk of a JAX array is a copy.
+_CLOSED_FORM_ROW_SHRINK = 16
+
+
 @jit
-def _any_chargeloss(groupdq):
-    """Whether any group carries CHARGELOSS (one fused reduction under JAX)."""
+def _flag_census(groupdq):
+    """Pixels with any GROUPDQ flag, and ``[any CHARGELOSS, number of those pixels]``.
+
+    The OR over groups is written plane by plane (XLA on CPU reduces over leading axes
+    slowly).
+    """
     xp = array_namespace(groupdq)
-    return xp.any((groupdq & xp.asarray(_CL, dtype=groupdq.dtype)) != 0)
+    nints, ngroups = int(groupdq.shape[0]), int(groupdq.shape[1])
+    if nints * ngroups > 1024:
+        flagged = xp.any(groupdq != 0, axis=(0, 1))
+        any_cl = xp.any((groupdq & xp.asarray(_CL, dtype=groupdq.dtype)) != 0)
+    else:
+        combined = groupdq[0, 0, ...]
+        for k in range(nints):
+            for g in range(ngroups):
+                combined = combined | groupdq[k, g, ...]
+        flagged = combined != 0
+        any_cl = xp.any((combined & xp.asarray(_CL, dtype=combined.dtype)) != 0)
+    counts = xp.stack([xp.astype(any_cl, xp.int32), xp.sum(xp.astype(flagged, xp.int32))])
+    return flagged, counts
+
+
+def _flagged_index(flagged, count: int, nx: int, *, pad: int | None) -> np.ndarray:
+    """Flat indices of the ``count`` flagged pixels, padded to whole rows of ``nx``.
+
+    The number of rows is rounded up to a power of two (few distinct shapes to compile
+    under JAX).  The padding is ``pad``, or the first flagged pixel again when ``None``.
+    """
+    index = np.flatnonzero(to_numpy(flagged))
+    rows = 1 << max(0, int(-(-count // nx) - 1).bit_length())
+    padded = np.full(rows * nx, index[0] if pad is None else pad, dtype=np.int32)
+    padded[:count] = index
+    return padded
+
+
+def _pixel_arrays(inputs) -> dict[str, Any]:
+    """The per-pixel arrays of the fit inputs (leading axes kept, pixels last two)."""
+    return {
+        name: getattr(inputs, name)
+        for name in ("data", "groupdq", "pixeldq", "zeroframe", "gain", "readnoise",
+                     "dark_current")
+    }
+
+
+@jit
+def _take_pixels(arrays: dict[str, Any], index):
+    """``arrays`` reduced to the pixels ``index`` (flat), laid out as rows of the frame width.
+
+    Indices past the last pixel (JAX padding) give zeros.
+    """
+    xp = array_namespace(index)
+    out = {}
+    for name, x in arrays.items():
+        if x is None:
+            out[name] = None
+            continue
+        lead, nx = tuple(x.shape[:-2]), int(x.shape[-1])
+        flat = xp.reshape(x, (*lead, -1))
+        if _is_jax(xp):
+            taken = xp.take(flat, index, axis=len(lead), mode="fill", fill_value=0)
+        else:
+            taken = xp.take(flat, index, axis=len(lead))
+        out[name] = xp.reshape(taken, (*lead, int(index.shape[0]) // nx, nx))
+    return out
+
+
+def _put_pixels(full, subset, index, count: int):
+    """``full`` with the pixels ``index[:count]`` (flat) replaced by ``subset``'s first ``count``.
+
+    ``full`` is a fresh kernel output and may be updated in place.
+    """
+    xp = array_namespace(full)
+    if _is_jax(xp):
+        return _scatter_pixels(full, subset, index)
+    lead = tuple(full.shape[:-2])
+    values = xp.reshape(subset, (*lead, -1))[..., :count]
+    if isinstance(full, np.ndarray):
+        full.reshape((*lead, -1))[..., np.asarray(index[:count])] = values
+        return full
+    # Namespaces without integer-array assignment: pick each pixel's value by its slot.
+    mask = np.zeros(int(np.prod(full.shape[-2:])), dtype=bool)
+    mask[np.asarray(index[:count])] = True
+    slot = xp.asarray(np.clip(np.cumsum(mask) - 1, 0, None))
+    picked = xp.take(values, slot, axis=len(lead))
+    merged = xp.where(xp.asarray(mask), picked, xp.reshape(full, (*lead, -1)))
+    return xp.reshape(merged, full.shape)
+
+
+def _scatter_pixels(full, subset, index):
+    """JAX: ``full`` with flat pixels ``index`` set from ``subset`` (out-of-range dropped).
+
+    ``full`` is donated: the update happens in place.
+    """
+    import jax
+
+    global _SCATTER
+    if _SCATTER is None:
+
+        def scatter(full, subset, index):
+            lead = tuple(full.shape[:-2])
+            flat = full.reshape((*lead, -1))
+            values = subset.reshape((*lead, -1))
+            return flat.at[..., index].set(values, mode="drop").reshape(full.shape)
+
+        _SCATTER = jax.jit(scatter, donate_argnums=0)
+    return _SCATTER(full, subset, index)
+
+
+_SCATTER = None
 
 
 def _row_bytes(nints: int, ngroups: int, nx: int) -> int:
