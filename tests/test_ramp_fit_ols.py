@@ -623,7 +623,7 @@ def _mostly_clean_scene(seed=3, nints=2, ngroups=7, shape=(9, 11)):
     hit = rng.random(shape) < 0.2
     groups = rng.integers(0, ngroups, shape)
     kinds = rng.choice(np.array([JUMP, SAT, DNU, DNU | CL], np.uint8), shape)
-    for y, x in zip(*np.nonzero(hit)):
+    for y, x in zip(*np.nonzero(hit), strict=True):
         k = int(rng.integers(0, nints))
         gdq[k, groups[y, x]:, y, x] |= kinds[y, x]  # saturation and charge loss stay on
         if kinds[y, x] == JUMP:
