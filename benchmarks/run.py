@@ -91,6 +91,20 @@ def _reset_peak_rss() -> bool:
     return True
 
 
+def _release_free_heap() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``; no-op elsewhere).
+
+    glibc keeps freed blocks of large arrays in its heap, so without this a call's RSS
+    high-water mark includes memory the previous call already released.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _load_case_module(case_dir: Path, stem: str):
     """Import ``<case_dir>/<stem>.py`` (as ``benchmarks.cases.<stem>`` for the default dir)."""
     if case_dir.resolve() == DEFAULT_CASE_DIR:
@@ -234,14 +248,23 @@ def _run_child(case_dir: Path, stem: str, index: int, repeat: int) -> dict[str, 
         reset = rss_after_setup is not None and _reset_peak_rss()
 
         ncalls = repeat + 1 if impl == "jax" else repeat
-        for _ in range(ncalls):
+        for call in range(ncalls):
             _progress(stage="run", times=out["times"])
             gc.collect()
+            _release_free_heap()
+            if call == 1 and reset:
+                # From the second call on: the steady-state peak, without the first call's
+                # compilation (JAX) and warm-up.
+                out["first_peak_mib"] = _maxrss_mib()
+                steady_base = _current_rss_mib()
+                _reset_peak_rss()
             t = time.perf_counter()
             result = case["run"](state)
             block(result)
             out["times"].append(time.perf_counter() - t)
             del result
+        if ncalls > 1 and reset:
+            out["steady_delta_mib"] = max(0.0, _maxrss_mib() - steady_base)
         if impl == "jax":
             out["device_peak_mib"] = _jax_device_peak_mib()
         out["status"] = "ok"
@@ -256,6 +279,7 @@ def _run_child(case_dir: Path, stem: str, index: int, repeat: int) -> dict[str, 
         setup_peak = out.get("rss_setup_mib")
         if reset and setup_peak is not None:
             # ru_maxrss now holds the peak since the reset, i.e. of the timed calls.
+            end = max(end, out.get("first_peak_mib", end))
             out["peak_mib"] = max(setup_peak, end)
             out["run_delta_mib"] = max(0.0, end - rss_after_setup)
             out["rss_method"] = "ru_maxrss with the high-water mark reset after setup"
@@ -577,11 +601,13 @@ def render_markdown(
         "steady state); n/a where the case has no stcal row or it did not run.  Memory (MiB): "
         "*peak*: the process's peak RSS (`ru_maxrss`) including imports and setup; *setup*: "
         "peak RSS after imports and setup; *run +*: how far RSS rose during the timed calls "
-        "above the RSS they started from.",
+        "above the RSS they started from; *steady +*: the same for the calls after the first "
+        "(no compilation), from the RSS before the second call.  Freed heap memory is handed "
+        "back to the OS (glibc `malloc_trim`) before every call.",
         "",
         "| case | impl | first call | median | speed-up vs stcal | peak MiB | setup MiB "
-        "| run + MiB | status |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| run + MiB | steady + MiB | status |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     show_device = any(r.get("device_peak_mib") for r in results)
     for name, rows in _ordered_groups(results):
@@ -605,6 +631,7 @@ def render_markdown(
                 _fmt_mib(r.get("peak_mib")),
                 _fmt_mib(r.get("rss_setup_mib")),
                 _fmt_mib(r.get("run_delta_mib")),
+                _fmt_mib(r.get("steady_delta_mib")),
                 status,
             ]
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")

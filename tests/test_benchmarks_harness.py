@@ -97,7 +97,7 @@ def _rows(markdown: str) -> dict[tuple[str, str], list[str]]:
     rows = {}
     for line in markdown.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) == 9 and cells[0] not in ("case", "---"):
+        if line.startswith("|") and len(cells) == 10 and cells[0] not in ("case", "---"):
             rows[(cells[0], cells[1])] = cells
     return rows
 
@@ -160,6 +160,13 @@ def test_memory_columns(tiny_run):
     assert [int(c.replace(",", "")) for c in cells[5:8]] == [
         round(solo[k]) for k in ("peak_mib", "rss_setup_mib", "run_delta_mib")
     ]
+    # One call (--quick numpy): no steady state after a first call.
+    assert "steady_delta_mib" not in solo and cells[8] == "—"
+    # jax rows make a first call and then the timed one: its rise is the steady column.
+    add = {(r["name"], r["impl"]): r for r in json.loads(raw.read_text())["results"]}
+    steady = add[("add", "jax")]["steady_delta_mib"]
+    assert steady >= 0
+    assert int(_rows(out.read_text())[("add", "jax")][8].replace(",", "")) == round(steady)
 
 
 def test_failures_are_recorded_not_fatal(tiny_run):

@@ -201,6 +201,13 @@ def _weight_tables(ngroups: int):
             den.astype(np.float32))
 
 
+@functools.lru_cache(maxsize=32)
+def _clean_coefficients(ngroups: int) -> np.ndarray:
+    """float32 ``c_i`` of a full-length segment, one row per exponent code."""
+    coef = _weight_tables(ngroups)[0].reshape((ngroups + 1) * 8, ngroups)
+    return coef[ngroups * 8: ngroups * 8 + len(_EXPONENTS)]
+
+
 def _lookup(xp, table, index):
     """``table[index]`` element-wise (``take`` on the flattened index, as the array API allows)."""
     flat = xp.reshape(index, (-1,))
@@ -214,6 +221,18 @@ def _no_grad(xp, x):
 
         return lax.stop_gradient(x)
     return x
+
+
+def _select_rows(rows: tuple[int, int] | None, *arrays):
+    """``arrays`` cut to image rows ``rows = (r0, r1)`` (all rows for ``None``).
+
+    Static row bounds let XLA read the chunk straight from the full array; slicing
+    outside a compiled function copies it.
+    """
+    if rows is None:
+        return arrays
+    window = slice(*rows)
+    return tuple(None if a is None else a[..., window, :] for a in arrays)
 
 
 def _power(xp, base, exponent):
@@ -288,8 +307,8 @@ def _median_of_planes(xp, planes, count):
 
 
 # --------------------------------------------------------------------------- kernel
-@jit
-def _group_statistics(data, groupdq) -> dict[str, Any]:
+@jit(static_argnames=("rows",))
+def _group_statistics(data, groupdq, *, rows: tuple[int, int] | None = None) -> dict[str, Any]:
     """Pass 1a of the OLS kernel: flag counts and first differences, group by group.
 
     Per integration and pixel: the number of unflagged groups, whether every group is
@@ -297,8 +316,9 @@ def _group_statistics(data, groupdq) -> dict[str, Any]:
     CHARGELOSS presence, and the usable first differences (``+inf`` where unusable) with
     their count.  A compiled function of its own: its outputs are materialised, otherwise
     XLA fuses the differences into every comparator of the median network (about ten
-    times slower).
+    times slower).  ``rows`` selects image rows (see :func:`_select_rows`).
     """
+    data, groupdq = _select_rows(rows, data, groupdq)
     xp = array_namespace(data, groupdq)
     f32 = xp.float32
     ngroups = int(data.shape[1])
@@ -335,40 +355,43 @@ def _group_statistics(data, groupdq) -> dict[str, Any]:
 
 
 def _group_summaries(data, groupdq, zeroframe, dark_current, *, frame_time: float,
-                     group_time: float, nframes: int, suppress_one_group: bool):
+                     group_time: float, nframes: int, suppress_one_group: bool,
+                     rows: tuple[int, int] | None = None):
     """Pass 1 of the OLS kernel: statistics that need no segment boundaries.
 
     :func:`_group_statistics` and, per pixel, the Poisson-variance numerator
     ``max(slope_est, 0) + dark_current`` where the slope estimate is the mean over
     integrations of each one's median usable first difference; also the one-group timing,
-    ZEROFRAME use and suppression.
+    ZEROFRAME use and suppression.  ``rows`` selects image rows (see :func:`_select_rows`).
     """
-    stats = _group_statistics(data, groupdq)
+    stats = _group_statistics(data, groupdq, rows=rows)
     planes = stats.pop("planes")
-    stats["median_diff"] = _median_difference(planes, stats["n_valid"], data[:, 0, ...])
+    stats["median_diff"] = _median_difference(planes, stats["n_valid"])
     del planes
     return _summaries_from_statistics(
         data, groupdq, zeroframe, dark_current, stats,
         frame_time=frame_time, group_time=group_time, nframes=nframes,
-        suppress_one_group=suppress_one_group,
+        suppress_one_group=suppress_one_group, rows=rows,
     )
 
 
 @jit
-def _median_difference(planes, n_valid, like):
+def _median_difference(planes, n_valid):
     """Median usable first difference (0 where none): a compiled function of its own, as
     XLA fused with its consumers re-evaluates the network several times."""
-    xp = array_namespace(like)
-    return _median_of_planes(xp, planes, n_valid) if planes else xp.zeros_like(like)
+    xp = array_namespace(n_valid)
+    if not planes:
+        return xp.zeros(n_valid.shape, dtype=xp.float32)
+    return _median_of_planes(xp, planes, n_valid)
 
 
-@jit(static_argnames=("frame_time", "group_time", "nframes", "suppress_one_group"))
+@jit(static_argnames=("frame_time", "group_time", "nframes", "suppress_one_group", "rows"))
 def _summaries_from_statistics(data, groupdq, zeroframe, dark_current, stats, *,
                                frame_time: float, group_time: float, nframes: int,
-                               suppress_one_group: bool):
-    """Pass 1b: :func:`_group_summaries` given the :func:`_group_statistics` ``stats``.
-
-    """
+                               suppress_one_group: bool, rows: tuple[int, int] | None = None):
+    """Pass 1b: :func:`_group_summaries` given the :func:`_group_statistics` ``stats``."""
+    data, groupdq, zeroframe, dark_current = _select_rows(
+        rows, data, groupdq, zeroframe, dark_current)
     xp = array_namespace(data, groupdq, dark_current)
     f32 = xp.float32
     nints, ngroups = int(data.shape[0]), int(data.shape[1])
@@ -431,6 +454,7 @@ def _summaries_from_statistics(data, groupdq, zeroframe, dark_current, stats, *,
         "has_chargeloss",
         "save_opt",
         "clean",
+        "rows",
     )
 )
 def _fit_segments(
@@ -449,14 +473,18 @@ def _fit_segments(
     has_chargeloss: bool = True,
     save_opt: bool = False,
     clean: bool = False,
+    rows: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Passes 2 and 3 of :func:`ols_fit_arrays` given the pass-1 ``summary``.
 
     ``clean=True`` is the closed form for ramps without any GROUPDQ flag (no loops over
-    segments); its results are meaningless for pixels with a flagged group.
+    segments); its results are meaningless for pixels with a flagged group.  ``rows``
+    selects image rows of the frame-sized inputs (``summary`` is already cut).
     """
     if clean and (has_chargeloss or save_opt):
         raise ValueError("_fit_segments: clean=True needs has_chargeloss=False, save_opt=False")
+    data, groupdq, pixeldq, zeroframe, gain, readnoise = _select_rows(
+        rows, data, groupdq, pixeldq, zeroframe, gain, readnoise)
     xp = array_namespace(data, groupdq, pixeldq, gain, readnoise)
     f32 = xp.float32
     nints, ngroups = int(data.shape[0]), int(data.shape[1])
@@ -752,8 +780,15 @@ def _unflagged_state(xp, data, *, gain_const, rn_var_const, weights, k_rn_tg2, p
     n = xp.full(y0.shape, ngroups, dtype=xp.int32)
     zf32 = xp.zeros_like(y0)
     num = zf32
+    table = _clean_coefficients(ngroups) if weights.tabulated else None
     for g in range(ngroups):
-        coef = weights.coef(n, pcode, xp.full(y0.shape, g, dtype=xp.int32))
+        if table is None:
+            coef = weights.coef(n, pcode, xp.full(y0.shape, g, dtype=xp.int32))
+        else:  # one coefficient per exponent code: a chain of selects beats a gather
+            coef = xp.full(y0.shape, float(table[0, g]), dtype=f32)
+            for code in range(1, len(_EXPONENTS)):
+                coef = xp.where(pcode == code, xp.asarray(float(table[code, g]), dtype=f32),
+                                coef)
         num = num + coef * (data[:, g, ...] - y0)
     nf = xp.astype(n, f32)
     slope = num / tg
@@ -1013,10 +1048,21 @@ class OLSRampFit(Step):
     def _fit(self, inputs, params: dict, has_cl: bool, *, clean: bool, owner: str):
         """Run the kernel over row chunks of ``inputs`` and join the chunk outputs."""
         nints, ngroups, ny, nx = inputs.shape
-        row_bytes = _row_bytes(nints, ngroups, nx)
-        if clean and _is_jax(inputs.xp):  # fewer, larger chunks: slicing copies under JAX
-            row_bytes //= _CLOSED_FORM_ROW_SHRINK
-        chunks = _row_chunks(ny, row_bytes, self._budget(inputs))
+        chunks = _row_chunks(ny, _row_bytes(nints, ngroups, nx), self._budget(inputs))
+        if clean and _is_jax(inputs.xp):
+            # The closed form, compiled per chunk position, reads its rows straight from
+            # the full arrays (an eager JAX slice is a copy); few positions, few compiles.
+            if len(chunks) > _MAX_STATIC_CHUNKS:
+                chunks = _row_chunks(ny, 1, -(-ny // _MAX_STATIC_CHUNKS))
+
+            def fit_static(r0: int, r1: int) -> dict[str, Any]:
+                summary = _group_summaries(inputs.data, inputs.groupdq, inputs.zeroframe,
+                                           inputs.dark_current, rows=(r0, r1), **params)
+                return _fit_segments(inputs.data, inputs.groupdq, inputs.pixeldq,
+                                     inputs.zeroframe, inputs.gain, inputs.readnoise, summary,
+                                     has_chargeloss=False, clean=True, rows=(r0, r1), **params)
+
+            return _concat_parts(inputs.xp, self._run_chunks(fit_static, chunks, owner))
 
         def fit_rows(r0: int, r1: int) -> dict[str, Any]:
             rows = slice(r0, r1)
@@ -1072,9 +1118,8 @@ class OLSRampFit(Step):
 #: in closed form and the flagged ones gathered apart (beyond it the gather costs more
 #: than it saves).
 _CLOSED_FORM_MAX_FLAGGED = 0.5
-#: Under JAX the closed form runs in chunks this many times larger than the segment fit:
-#: it keeps no per-group loop state, and every chunk of a JAX array is a copy.
-_CLOSED_FORM_ROW_SHRINK = 16
+#: Most row chunks of the closed form under JAX (each chunk position is compiled apart).
+_MAX_STATIC_CHUNKS = 4
 
 
 @jit
