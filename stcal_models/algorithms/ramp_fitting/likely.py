@@ -274,21 +274,33 @@ class _FitPlan:
     def run(self, phase, data, groupdq, pixeldq, gain, readnoise, dark, zeroframe,
             use=None, rate=None) -> dict[str, Any]:
         """One kernel call on (…, ny, nx) arrays; outputs keep the image axes."""
-        xp = array_namespace(data, groupdq, gain)
-        nints, ngroups, ny, nx = (int(s) for s in data.shape)
-        npix = ny * nx
-
-        def flat(a):
-            return None if a is None else xp.reshape(a, (*a.shape[:-2], npix))
-
-        out = _likely_kernel(
-            flat(data), flat(groupdq), flat(pixeldq), flat(zeroframe), flat(gain),
-            flat(readnoise), flat(dark), flat(use), flat(rate),
+        return _likely_frames(
+            data, groupdq, pixeldq, zeroframe, gain, readnoise, dark, use, rate,
             cov_key=self.cov_key, nreads0=self.nreads0, threshold_one=self.threshold_one,
             threshold_two=self.threshold_two, detect_jumps=self.detect_jumps,
             stcal_quirks=self.stcal_quirks, phase=phase,
         )
-        return _map_tree(lambda v: xp.reshape(v, (*v.shape[:-1], ny, nx)), out)
+
+
+@jit(static_argnames=("cov_key", "nreads0", "threshold_one", "threshold_two",
+                      "detect_jumps", "stcal_quirks", "phase"))
+def _likely_frames(data, groupdq, pixeldq, zeroframe, gain, readnoise, dark, use=None,
+                   rate=None, **static) -> dict[str, Any]:
+    """:func:`_likely_kernel` on (..., ny, nx) arrays.
+
+    The pixels are flattened and restored inside the compiled function, where a reshape
+    costs nothing (eagerly, JAX runs each reshape as an operation of its own).
+    """
+    xp = array_namespace(data, groupdq, gain)
+    ny, nx = (int(s) for s in data.shape[-2:])
+
+    def flat(a):
+        return None if a is None else xp.reshape(a, (*a.shape[:-2], ny * nx))
+
+    kernel = getattr(_likely_kernel, "eager", _likely_kernel)
+    out = kernel(flat(data), flat(groupdq), flat(pixeldq), flat(zeroframe), flat(gain),
+                 flat(readnoise), flat(dark), flat(use), flat(rate), **static)
+    return _map_tree(lambda v: xp.reshape(v, (*v.shape[:-1], ny, nx)), out)
 
 
 def flag_snowballs_in_fit(groupdq, jump_groupdq, use, params: SnowballParams, *,
@@ -691,11 +703,20 @@ def _run_chunks(xp, plan: _FitPlan, phase: str, arrays, chunks, pad_to) -> dict:
 
 
 def _join(xp, parts: Sequence[dict]) -> dict:
-    """Concatenate the chunk outputs (dicts of arrays / dicts) along the row axis."""
-    first = parts[0]
-    if isinstance(first, dict):
-        return {k: _join(xp, [p[k] for p in parts]) for k in first}
-    return xp.concat(list(parts), axis=-2)
+    """Concatenate the chunk outputs (dicts of arrays / dicts) along the row axis.
+
+    Each array is dropped from the chunk outputs as soon as it is joined, so the peak
+    holds the chunks plus one joined array rather than two copies of everything.
+    """
+    out = {}
+    for key in list(parts[0]):
+        values = [p.pop(key) for p in parts]
+        if isinstance(values[0], dict):
+            out[key] = _join(xp, values)
+        else:
+            out[key] = None if values[0] is None else xp.concat(values, axis=-2)
+        del values
+    return out
 
 
 def _pad_rows(xp, a, extra: int):
