@@ -660,6 +660,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write the raw results as JSON here")
     p.add_argument("--cases", metavar="PATTERN",
                    help="run the cases whose name or module contains PATTERN (case-insensitive)")
+    p.add_argument("--skip", metavar="PATTERN",
+                   help="leave out the cases whose name contains PATTERN (case-insensitive)")
     p.add_argument("--impl", metavar="IMPL[,IMPL]",
                    help=f"only these implementations, comma-separated, of {', '.join(IMPLS)}")
     p.add_argument("--repeat", type=int, default=None, metavar="N",
@@ -694,6 +696,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _selected(case: dict[str, Any], args: argparse.Namespace) -> bool:
     if case["impl"] not in args.impls:
+        return False
+    if args.skip and args.skip.lower() in case["name"].lower():
         return False
     if args.cases:
         pattern = args.cases.lower()

@@ -203,6 +203,10 @@ def test_list_and_filters(tmp_path):
     assert lines == ["tiny[0]\tstcal\tadd", "tiny[1]\tnumpy\tadd"]
     bad = _harness("--list", "--case-dir", str(tmp_path), "--impl", "cuda")
     assert bad.returncode == 2 and "--impl" in bad.stderr
+    skipped = _harness("--list", "--case-dir", str(tmp_path), "--impl", "numpy", "--skip", "ad")
+    assert skipped.returncode == 0, skipped.stderr
+    names = {line.split("\t")[2] for line in skipped.stdout.splitlines()}
+    assert names and "add" not in names
 
 
 def test_foundation_cases_are_listed():
