@@ -691,3 +691,30 @@ def test_jax_flagged_pixel_count_changes_do_not_recompile():
                          group_time=TG, nframes=1, suppress_one_group=True)
     np.testing.assert_allclose(np.asarray(result.rate.data), ref["slope"], rtol=2e-6,
                                equal_nan=True)
+
+
+def test_closed_form_chunking_matches_one_piece(backend, monkeypatch):
+    # Mostly unflagged pixels (closed form + gathered flagged pixels): row chunks from a
+    # memory budget, dask, and (JAX) the few statically placed chunks of the default
+    # budget all give the one-piece result.
+    from stcal_models.algorithms.ramp_fitting import ols
+
+    data, gdq, pdq, zf, gain, rn, dark = _mostly_clean_scene(seed=6, shape=(12, 8))
+    ramp = _ramp(np.asarray, data, gdq, pdq, zf)
+    gref, rref = _refs(np.asarray, gain.shape, gain=gain, rn=rn)
+    if backend == "jax":
+        ramp, gref, rref = ramp.to_backend("jax"), gref.to_backend("jax"), rref.to_backend("jax")
+    whole = _np(OLSRampFit()(ramp, gref, rref, dark))
+    tiny = 1e-6  # GiB: one row per chunk
+    results = {"budget": _np(OLSRampFit(max_memory=tiny)(ramp, gref, rref, dark))}
+    pytest.importorskip("dask")
+    results["dask"] = _np(OLSRampFit(max_memory=tiny, engine="dask")(ramp, gref, rref, dark))
+    monkeypatch.setattr(ols, "DEFAULT_CHUNK_BYTES", 1)  # as many chunks as rows, capped
+    results["default chunks"] = _np(OLSRampFit()(ramp, gref, rref, dark))
+    for label, result in results.items():
+        for key, value in whole.items():
+            if backend == "numpy":
+                np.testing.assert_array_equal(result[key], value, err_msg=f"{label} {key}")
+            else:
+                np.testing.assert_allclose(result[key], value, rtol=1e-6, equal_nan=True,
+                                           err_msg=f"{label} {key}")

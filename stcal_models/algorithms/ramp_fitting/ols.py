@@ -23,6 +23,12 @@ and runs eagerly on NumPy / array_api_strict and compiled with ``jax.jit`` on JA
 
 No (ngroups x ngroups) or sorted copies of the cube are made; rows are processed in
 chunks (48 MiB of temporaries by default, which also keeps the loops in cache).
+
+Most pixels of an exposure have no flagged group at all.  :class:`OLSRampFit` fits those
+in closed form (one segment per integration: no loops over groups carrying state) and
+gathers the pixels with a flagged group into a compact ramp for passes 2 and 3, putting
+their results back afterwards; the median of pass 1 is compiled apart from the
+differences it sorts (fused, XLA re-derives them in every comparator).
 """
 
 from __future__ import annotations
@@ -1049,9 +1055,10 @@ class OLSRampFit(Step):
         """Run the kernel over row chunks of ``inputs`` and join the chunk outputs."""
         nints, ngroups, ny, nx = inputs.shape
         chunks = _row_chunks(ny, _row_bytes(nints, ngroups, nx), self._budget(inputs))
-        if clean and _is_jax(inputs.xp):
+        if clean and _is_jax(inputs.xp) and self.max_memory is None:
             # The closed form, compiled per chunk position, reads its rows straight from
             # the full arrays (an eager JAX slice is a copy); few positions, few compiles.
+            # (With a memory budget the chunks follow it and are sliced eagerly.)
             if len(chunks) > _MAX_STATIC_CHUNKS:
                 chunks = _row_chunks(ny, 1, -(-ny // _MAX_STATIC_CHUNKS))
 
