@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -718,3 +719,25 @@ def test_closed_form_chunking_matches_one_piece(backend, monkeypatch):
             else:
                 np.testing.assert_allclose(result[key], value, rtol=1e-6, equal_nan=True,
                                            err_msg=f"{label} {key}")
+
+
+def test_long_ramp_median_on_jax_matches_numpy():
+    # More than 48 differences: NumPy sorts, JAX runs the comparator network in a loop.
+    from stcal_models.algorithms.ramp_fitting.ols import _median_of_planes
+
+    rng = np.random.default_rng(7)
+    n, shape = 61, (2, 5, 7)
+    planes = rng.normal(size=(n, *shape)).astype(np.float32)
+    planes[rng.random(planes.shape) < 0.3] = np.inf  # unusable differences sort last
+    count = np.isfinite(planes).sum(axis=0).astype(np.int32)
+    count[0, 0, 0] = 0
+    planes[:, 0, 0, 0] = np.inf
+    ref = _median_of_planes(np, list(planes), count)
+    finite = np.where(np.isfinite(planes), planes, np.nan)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the all-unusable pixel
+        expected = np.nan_to_num(np.nanmedian(finite, axis=0), nan=0.0)
+    np.testing.assert_allclose(ref, expected, rtol=1e-6)
+    got = jax.jit(lambda p, c: _median_of_planes(jnp, p, c))([jnp.asarray(p) for p in planes],
+                                                             jnp.asarray(count))
+    np.testing.assert_array_equal(np.asarray(got), ref)

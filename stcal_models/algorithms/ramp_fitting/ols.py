@@ -303,7 +303,15 @@ def _median_of_planes(xp, planes, count):
             lo_val = xp.where(lo_idx == k, key, lo_val)
             hi_val = xp.where(hi_idx == k, key, hi_val)
     else:
-        ordered = xp.sort(xp.stack(planes, axis=0), axis=0)
+        stacked = xp.stack(planes, axis=0)
+        if _is_jax(xp):  # XLA's CPU sort is slow: the network, one rolled stage at a time
+            from .likely_kernel import _jax_sorted_rows
+
+            flat = _jax_sorted_rows(xp.reshape(stacked, (n, -1)))
+            ordered = xp.reshape(flat, stacked.shape)
+        else:
+            ordered = xp.sort(stacked, axis=0)
+        del stacked
         lo_idx = xp.clip((count - 1) // 2, 0, n - 1)
         hi_idx = xp.clip(count // 2, 0, n - 1)
         lo_val = xp.take_along_axis(ordered, lo_idx[None, ...], axis=0)[0, ...]
