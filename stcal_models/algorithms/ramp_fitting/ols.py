@@ -570,14 +570,7 @@ def _fit_segments(
             end_idx = xp.where(new_end, xp.asarray(g, dtype=xp.int16), end_idx)
             end_val = xp.where(new_end, y, end_val)
             n = xp.astype(end_idx, xp.int32) - g + 1
-            x = (end_val - y) * gain_const
-            arg = rn_var_const + x
-            snr = xp.where(
-                arg > 0, x / xp.sqrt(xp.where(arg > 0, arg, xp.ones_like(arg))), xp.zeros_like(x)
-            )
-            pcode = zeros_i
-            for edge in _SNR_EDGES:
-                pcode = pcode + xp.astype(snr >= edge, xp.int32)
+            pcode = _exponent_code(xp, (end_val - y) * gain_const, rn_var_const)
             code = xp.astype(xp.where(usable, n * 8 + pcode, zeros_i), code_dtype)
             return (end_idx, end_val, q == 0), code
 
@@ -771,6 +764,21 @@ def _fit_segments(
     }
 
 
+def _exponent_code(xp, x, rn_var):
+    """Index into ``_EXPONENTS`` of a segment whose signal is ``x`` electrons.
+
+    The signal-to-noise ratio is ``x / sqrt(rn_var + x)`` (0 where that is not positive).
+    """
+    arg = rn_var + x
+    snr = xp.where(
+        arg > 0, x / xp.sqrt(xp.where(arg > 0, arg, xp.ones_like(arg))), xp.zeros_like(x)
+    )
+    code = xp.zeros(x.shape, dtype=xp.int32)
+    for edge in _SNR_EDGES:
+        code = code + xp.astype(snr >= edge, xp.int32)
+    return code
+
+
 def _unflagged_state(xp, data, *, gain_const, rn_var_const, weights, k_rn_tg2, pois_tg, rn,
                      tg: float) -> dict[str, Any]:
     """Per-integration accumulators of the forward pass for ramps without flagged groups.
@@ -783,14 +791,8 @@ def _unflagged_state(xp, data, *, gain_const, rn_var_const, weights, k_rn_tg2, p
     ngroups = int(data.shape[1])
     y0 = data[:, 0, ...]
     first = _no_grad(xp, y0)
-    x = (_no_grad(xp, data[:, ngroups - 1, ...]) - first) * gain_const
-    arg = rn_var_const + x
-    snr = xp.where(
-        arg > 0, x / xp.sqrt(xp.where(arg > 0, arg, xp.ones_like(arg))), xp.zeros_like(x)
-    )
-    pcode = xp.zeros(y0.shape, dtype=xp.int32)
-    for edge in _SNR_EDGES:
-        pcode = pcode + xp.astype(snr >= edge, xp.int32)
+    pcode = _exponent_code(xp, (_no_grad(xp, data[:, ngroups - 1, ...]) - first) * gain_const,
+                           rn_var_const)
     n = xp.full(y0.shape, ngroups, dtype=xp.int32)
     zf32 = xp.zeros_like(y0)
     num = zf32
@@ -1215,8 +1217,9 @@ def _put_pixels(full, subset, index, count: int):
     lead = tuple(full.shape[:-2])
     values = xp.reshape(subset, (*lead, -1))[..., :count]
     if isinstance(full, np.ndarray):
-        full.reshape((*lead, -1))[..., np.asarray(index[:count])] = values
-        return full
+        flat = full.reshape((*lead, -1))  # a view when ``full`` is contiguous, else a copy
+        flat[..., np.asarray(index[:count])] = values
+        return flat.reshape(full.shape)
     # Namespaces without integer-array assignment: pick each pixel's value by its slot.
     mask = np.zeros(int(np.prod(full.shape[-2:])), dtype=bool)
     mask[np.asarray(index[:count])] = True
