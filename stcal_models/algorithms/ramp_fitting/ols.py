@@ -229,6 +229,15 @@ def _no_grad(xp, x):
     return x
 
 
+def _timing(frame_time: float, group_time: float, nframes: int, suppress_one_group: bool,
+            ngroups: int) -> tuple[float, float, float, bool]:
+    """Group time, mean time of the first group, frame time, and the effective
+    ``suppress_one_group`` (stcal ignores it for NGROUPS=1)."""
+    t_first = float(frame_time) * (nframes + 1) / 2.0
+    return (float(group_time), t_first, float(frame_time),
+            suppress_one_group and ngroups > 1)
+
+
 def _select_rows(rows: tuple[int, int] | None, *arrays):
     """``arrays`` cut to image rows ``rows = (r0, r1)`` (all rows for ``None``).
 
@@ -409,10 +418,8 @@ def _summaries_from_statistics(data, groupdq, zeroframe, dark_current, stats, *,
     xp = array_namespace(data, groupdq, dark_current)
     f32 = xp.float32
     nints, ngroups = int(data.shape[0]), int(data.shape[1])
-    suppress_one_group = suppress_one_group and ngroups > 1  # stcal ignores it for NGROUPS=1
-    tg = float(group_time)
-    t_first = float(frame_time) * (nframes + 1) / 2.0  # mean time of the first group
-    tf = float(frame_time)
+    tg, t_first, tf, suppress_one_group = _timing(
+        frame_time, group_time, nframes, suppress_one_group, ngroups)
     dark = xp.astype(dark_current, f32)
     q0 = xp.astype(groupdq[:, 0, ...], xp.int32)
     y0 = data[:, 0, ...]
@@ -502,10 +509,8 @@ def _fit_segments(
     xp = array_namespace(data, groupdq, pixeldq, gain, readnoise)
     f32 = xp.float32
     nints, ngroups = int(data.shape[0]), int(data.shape[1])
-    suppress_one_group = suppress_one_group and ngroups > 1  # stcal ignores it for NGROUPS=1
-    tg = float(group_time)
-    t_first = float(frame_time) * (nframes + 1) / 2.0  # mean time of the first group
-    tf = float(frame_time)
+    tg, t_first, tf, suppress_one_group = _timing(
+        frame_time, group_time, nframes, suppress_one_group, ngroups)
 
     gain = xp.astype(gain, f32)
     rn = xp.astype(readnoise, f32)
