@@ -176,33 +176,59 @@ def likely_covariance(read_times: Sequence[Sequence[float]]) -> LikelyCovariance
 # Per-difference quantities are Python lists of (P,) arrays.  Loops over differences are
 # unrolled, which XLA fuses into a few passes over memory (much faster on CPU than
 # (n, P) temporaries with leading-axis reductions) and which NumPy runs row by row.
-def _running_argmax(xp, rows):
+#
+# Reductions over the rows (sums, counts, maxima) come in two forms.  On short ramps they
+# are chains of elementwise operations, so that XLA fuses a whole fit into one loop over
+# the pixels.  On long ramps that one loop grows past what XLA compiles well, so the rows
+# are stacked and reduced with ``argmax`` or a matmul: XLA then materialises each
+# reduction instead of re-deriving long elementwise chains inside every consumer, which
+# keeps its compile time near-linear in the number of rows.  The two forms must not be
+# mixed within one fit (a materialised stack of chained rows re-derives the chain in
+# every row), so the choice is made once, from the number of differences.
+
+#: Ramps with at most this many differences use the chained reductions.
+_CHAIN_MAX_DIFFS = 32
+
+
+def _chained(n: int) -> bool:
+    """Whether reductions over ``n`` difference rows are chained (see above)."""
+    return n <= _CHAIN_MAX_DIFFS
+
+
+def _running_argmax(xp, rows, *, chain: bool):
     """Maximum and first index of the maximum over a list of (P,) rows.
 
-    Computed on the stacked rows with ``argmax`` and a matmul: XLA materialises those
-    reductions instead of re-deriving long elementwise chains inside every consumer,
-    which keeps its compile time near-linear in the number of rows.
+    A NaN row never wins in the chained form.
     """
+    n = len(rows)
+    if chain:
+        best = rows[0]
+        at = xp.zeros(best.shape, dtype=xp.int32)
+        for i in range(1, n):
+            better = rows[i] > best
+            best = xp.where(better, rows[i], best)
+            at = xp.where(better, xp.asarray(i, dtype=xp.int32), at)
+        return best, at
     stacked = xp.stack(list(rows), axis=0)
     at = xp.astype(xp.argmax(stacked, axis=0), xp.int32)
-    n = len(rows)
     hit = xp.reshape(xp.arange(n, dtype=xp.int32), (n, 1)) == at[None, ...]
     picked = xp.where(hit, stacked, xp.zeros_like(stacked))
     ones = xp.ones((1, n), dtype=stacked.dtype)
     return (ones @ picked)[0, ...], at
 
 
-def _count(xp, masks):
-    """Number of true rows per pixel (float32), as one matmul over the stacked masks."""
-    stacked = xp.astype(xp.stack(list(masks), axis=0), xp.float32)
-    ones = xp.ones((1, len(masks)), dtype=xp.float32)
-    return (ones @ stacked)[0, ...]
+def _count(xp, masks, *, chain: bool):
+    """Number of true rows per pixel (float32)."""
+    return _sum(xp, [xp.astype(m, xp.float32) for m in masks], chain=chain)
 
 
-def _sum(xp, rows):
-    """Sum of a list of (P,) rows, as one matmul over the stacked rows (see above)."""
-    if len(rows) == 1:
-        return rows[0]
+def _sum(xp, rows, *, chain: bool):
+    """Sum of a list of (P,) rows."""
+    if chain or len(rows) == 1:
+        total = rows[0]
+        for r in rows[1:]:
+            total = total + r
+        return total
     stacked = xp.stack(list(rows), axis=0)
     ones = xp.ones((1, len(rows)), dtype=stacked.dtype)
     return (ones @ stacked)[0, ...]
@@ -280,7 +306,8 @@ def row_nanmedian(xp, rows):
         for stage in _network_stages(len(vals)):
             for a, b in stage:
                 vals[a], vals[b] = xp.minimum(vals[a], vals[b]), xp.maximum(vals[a], vals[b])
-    count = xp.astype(_count(xp, [~xp.isnan(r) for r in rows]), xp.int32)
+    chain = _chained(len(rows))
+    count = xp.astype(_count(xp, [~xp.isnan(r) for r in rows], chain=chain), xp.int32)
     lo_i = (count - 1) // 2
     hi_i = count // 2
     zero = xp.zeros_like(vals[0])
@@ -289,7 +316,7 @@ def row_nanmedian(xp, rows):
     # inside every consumer.
     halves = [xp.where(lo_i == j, v * 0.5, zero) + xp.where(hi_i == j, v * 0.5, zero)
               for j, v in enumerate(vals)]
-    mid = _sum(xp, halves)
+    mid = _sum(xp, halves, chain=chain)
     return xp.where(count > 0, mid, xp.full_like(mid, xp.nan))
 
 
@@ -333,22 +360,33 @@ def _fit(xp, cov: _Cov, diffs, use, centre, photon, sigma2, *, want_inverse=Fals
         xp.where(use[i] & use[i + 1], photon * cov.bp[i] + sigma2 * cov.br[i], zero)
         for i in range(n - 1)
     ]
-    # Forward elimination (pivots f) for the two right-hand sides.
+    chain = _chained(n)
+    # Forward elimination (pivots f) for the two right-hand sides.  In the chained form
+    # the pivots are inverted once and multiplied (fewer divisions in the fused loop);
+    # the stacked form divides, which XLA schedules better on long ramps.
     f, zu, zd = [alpha[0]], [u[0]], [dc[0]]
+    inv = [1.0 / alpha[0]] if chain else None
     for i in range(1, n):
-        ratio = beta[i - 1] / f[i - 1]
+        ratio = beta[i - 1] * inv[i - 1] if chain else beta[i - 1] / f[i - 1]
         f.append(alpha[i] - beta[i - 1] * ratio)
+        if chain:
+            inv.append(1.0 / f[i])
         zu.append(u[i] - ratio * zu[i - 1])
         zd.append(dc[i] - ratio * zd[i - 1])
+
+    def solved(z, x_next, i):
+        top = z if x_next is None else z - beta[i] * x_next
+        return top * inv[i] if chain else top / f[i]
+
     xu, xd = [None] * n, [None] * n
-    xu[n - 1] = zu[n - 1] / f[n - 1]
-    xd[n - 1] = zd[n - 1] / f[n - 1]
+    xu[n - 1] = solved(zu[n - 1], None, n - 1)
+    xd[n - 1] = solved(zd[n - 1], None, n - 1)
     for i in range(n - 2, -1, -1):
-        xu[i] = (zu[i] - beta[i] * xu[i + 1]) / f[i]
-        xd[i] = (zd[i] - beta[i] * xd[i + 1]) / f[i]
-    a_sum = _sum(xp, [u[i] * xu[i] for i in range(n)])
-    b_sum = _sum(xp, [dc[i] * xu[i] for i in range(n)])
-    d_sum = _sum(xp, [dc[i] * xd[i] for i in range(n)])
+        xu[i] = solved(zu[i], xu[i + 1], i)
+        xd[i] = solved(zd[i], xd[i + 1], i)
+    a_sum = _sum(xp, [u[i] * xu[i] for i in range(n)], chain=chain)
+    b_sum = _sum(xp, [dc[i] * xu[i] for i in range(n)], chain=chain)
+    d_sum = _sum(xp, [dc[i] * xd[i] for i in range(n)], chain=chain)
     valid = a_sum > 0
     safe_a = xp.where(valid, a_sum, one)
     shift = b_sum / safe_a
@@ -372,7 +410,8 @@ def _fit(xp, cov: _Cov, diffs, use, centre, photon, sigma2, *, want_inverse=Fals
             wdiag[i] = 1.0 / (f[i] - s)
             b_next = alpha[i] - s
         out["wdiag"] = wdiag
-        out["woff"] = [-beta[i] * wdiag[i + 1] / f[i] for i in range(n - 1)]
+        out["woff"] = [-beta[i] * wdiag[i + 1] * inv[i] if chain
+                       else -beta[i] * wdiag[i + 1] / f[i] for i in range(n - 1)]
     return out
 
 
@@ -381,7 +420,7 @@ def _tri_quadratic(xp, w, a_diag, b_off):
     n = len(w)
     terms = [w[i] * w[i] * a_diag[i] for i in range(n)]
     terms += [2.0 * b_off[i] * w[i] * w[i + 1] for i in range(n - 1)]
-    return _sum(xp, terms)
+    return _sum(xp, terms, chain=_chained(n))
 
 
 # --------------------------------------------------------------------------- jumps
@@ -400,7 +439,8 @@ def _omission_gains(xp, fit, use, pairs):
     n = len(xu)
     zero = xp.zeros_like(a_sum)
     one = xp.ones_like(a_sum)
-    count = _count(xp, use)
+    chain = _chained(n)
+    count = _count(xp, use, chain=chain)
     wr = [xd[i] - shift * xu[i] for i in range(n)]
     pd = [fit["wdiag"][i] - xu[i] * xu[i] / a_sum for i in range(n)]
     gain1 = []
@@ -445,21 +485,24 @@ def _jump_pass(xp, cov: _Cov, inputs, state, threshold_one: float, threshold_two
     any_pair = any(cov.pairs)
     fit = _fit(xp, cov, diffs, use_k, centre, photon, sigma2, want_inverse=True)
     gain1, gain2, tops, extras = _omission_gains(xp, fit, use_k, cov.pairs)
-    count = _count(xp, use_k)
-    best1, at1 = _running_argmax(xp, gain1)
+    chain = _chained(n)
+    count = _count(xp, use_k, chain=chain)
+    best1, at1 = _running_argmax(xp, gain1, chain=chain)
     neg_inf = xp.full_like(centre, -xp.inf)
-    _, larger = _running_argmax(xp, [xp.where(use_k[i], diffs[i], neg_inf) for i in range(n)])
+    _, larger = _running_argmax(
+        xp, [xp.where(use_k[i], diffs[i], neg_inf) for i in range(n)], chain=chain)
     at1 = xp.where(count == 2.0, larger, at1)
     if any_pair:
         # Pairs sharing the largest top member are ranked by their extra (exact), the
         # others by their whole improvement.
-        best_top, _ = _running_argmax(xp, tops)
+        best_top, _ = _running_argmax(xp, tops, chain=chain)
         sharing = [t == best_top for t in tops]
         best_extra, _ = _running_argmax(
-            xp, [xp.where(g, e, neg_inf) for g, e in zip(sharing, extras, strict=True)])
+            xp, [xp.where(g, e, neg_inf) for g, e in zip(sharing, extras, strict=True)],
+            chain=chain)
         keys = [xp.where(~g | (e == best_extra), g2, neg_inf)
                 for g, e, g2 in zip(sharing, extras, gain2, strict=True)]
-        best2, at2 = _running_argmax(xp, keys)
+        best2, at2 = _running_argmax(xp, keys, chain=chain)
         top2, extra2 = xp.zeros_like(best2), xp.zeros_like(best2)
         for i in range(n - 1):
             top2 = xp.where(at2 == i, tops[i], top2)
@@ -487,7 +530,7 @@ def _jump_pass(xp, cov: _Cov, inputs, state, threshold_one: float, threshold_two
     # Each omitted difference flags the later of its two resultants (a pair flags two).
     groups = (groups[0], *(groups[g] | drop[g - 1] for g in range(1, n + 1)))
     new_use = tuple(use_k[i] & ~drop[i] for i in range(n))
-    new_count = _count(xp, new_use)
+    new_count = _count(xp, new_use, chain=chain)
     return new_use, jump & (new_count >= 4.0), found | jump, isolated, groups
 
 
@@ -502,7 +545,8 @@ def _mask_jumps(xp, cov: _Cov, diffs, use, centre, photon, sigma2,
     resultant averages several reads).  With exactly two differences left both
     omissions explain the data equally well; the larger difference (the one a cosmic ray
     would raise) is dropped.  The passes run on the candidate pixels only (those whose
-    chi-square could exceed a threshold), gathered into a compact block.
+    chi-square could exceed a threshold, :func:`_jump_candidates`), gathered into a
+    compact block.
 
     Returns the final ``use`` rows, whether a jump was found, whether the last omission
     was a single difference between two already omitted ones, and rows (n + 1) marking
@@ -516,21 +560,8 @@ def _mask_jumps(xp, cov: _Cov, diffs, use, centre, photon, sigma2,
     def one_pass(inp, st):
         return _jump_pass(xp, cov, inp, st, threshold_one, threshold_two)
 
-    # Screen the pixels that can have a jump; the passes then run on those alone.  With
-    # few differences chi-square itself is a cheap bound (an omission lowers it by at
-    # most its value); with many, clean ramps often exceed the threshold in total, and
-    # the omission gains themselves are the better screen.
-    slack = 1.0 - 1e-3
-    if n <= _CHISQ_SCREEN_MAX_DIFFS:
-        lowest = min(threshold_one, threshold_two) if any(cov.pairs) else threshold_one
-        chisq = _fit(xp, cov, diffs, use, centre, photon, sigma2)["chisq"]
-        candidate = chisq > lowest * slack
-    else:
-        fit = _fit(xp, cov, diffs, use, centre, photon, sigma2, want_inverse=True)
-        gain1, gain2, _, _ = _omission_gains(xp, fit, use, cov.pairs)
-        candidate = _running_argmax(xp, gain1)[0] > threshold_one * slack
-        if any(cov.pairs):
-            candidate = candidate | (_running_argmax(xp, gain2)[0] > threshold_two * slack)
+    candidate = _jump_candidates(xp, cov, diffs, use, centre, photon, sigma2,
+                                 threshold_one, threshold_two)
     state = (tuple(use), candidate, no, no, tuple(no for _ in range(n + 1)))
     if _is_jax(centre):
         state = _jax_compact_passes(one_pass, inputs, state, max_iter=n)
@@ -543,6 +574,32 @@ def _mask_jumps(xp, cov: _Cov, diffs, use, centre, photon, sigma2,
             state = _put(state, sub, mask)
     use_out, _, found, isolated, groups = state
     return list(use_out), found, isolated, list(groups)
+
+
+def _jump_candidates(xp, cov: _Cov, diffs, use, centre, photon, sigma2,
+                     threshold_one: float, threshold_two: float):
+    """Pixels whose chi-square could improve past a threshold by an omission (P,) bool.
+
+    The jump passes run on these alone; every other pixel has no jump.
+    """
+    n = len(diffs)
+    # With few differences chi-square itself is a cheap bound (an omission lowers it by at
+    # most its value); with many, clean ramps often exceed the threshold in total, and
+    # the omission gains themselves are the better screen.
+    slack = 1.0 - 1e-3
+    if n <= _CHISQ_SCREEN_MAX_DIFFS:
+        lowest = min(threshold_one, threshold_two) if any(cov.pairs) else threshold_one
+        chisq = _fit(xp, cov, diffs, use, centre, photon, sigma2)["chisq"]
+        candidate = chisq > lowest * slack
+    else:
+        fit = _fit(xp, cov, diffs, use, centre, photon, sigma2, want_inverse=True)
+        gain1, gain2, _, _ = _omission_gains(xp, fit, use, cov.pairs)
+        chain = _chained(n)
+        candidate = _running_argmax(xp, gain1, chain=chain)[0] > threshold_one * slack
+        if any(cov.pairs):
+            best2 = _running_argmax(xp, gain2, chain=chain)[0]
+            candidate = candidate | (best2 > threshold_two * slack)
+    return candidate
 
 
 #: Up to this many differences the jump search is screened by chi-square alone.
@@ -566,22 +623,26 @@ def _put(full, part, mask):
 
 
 def _jax_compact_passes(one_pass, inputs, state, *, max_iter: int):
-    """Later jump passes on JAX, on blocks of at most ``capacity`` active pixels.
+    """Later jump passes on JAX, on compact blocks of the still-active pixels.
 
-    Each round gathers up to ``capacity`` still-active pixels (a sixteenth of the chunk,
-    at least 256), iterates them to completion and scatters them back; rounds repeat
-    while any pixel is active, so the result does not depend on ``capacity``.
+    Each round gathers up to ``capacity`` active pixels (a sixteenth of the chunk, at
+    least 256) and runs passes on them while more than an eighth of the block is active;
+    most candidates have one jump, so after two passes few remain, and those are
+    gathered into a block of that eighth and iterated to completion there (a pass costs
+    in proportion to its block).  Everything is scattered back, and rounds repeat while
+    any pixel is active, so the result does not depend on the block sizes.
     """
     import jax
     import jax.numpy as jnp
 
     npix = int(inputs[1].shape[0])
     capacity = min(npix, max(256, npix // 16))
+    small = max(32, capacity // 8)
 
-    def inner(inp, st):
+    def passes(inp, st, stop_at):
         def cond(s):
             k, inner_state = s
-            return (k < max_iter) & jnp.any(inner_state[1])
+            return (k < max_iter) & (jnp.sum(inner_state[1], dtype=jnp.int32) > stop_at)
 
         def body(s):
             k, inner_state = s
@@ -589,20 +650,27 @@ def _jax_compact_passes(one_pass, inputs, state, *, max_iter: int):
 
         return jax.lax.while_loop(cond, body, (0, st))[1]
 
-    def round_cond(st):
-        return jnp.any(st[1])
-
-    def round_body(st):
-        (idx,) = jnp.nonzero(st[1], size=capacity, fill_value=npix)
-        valid = idx < npix
-        safe = jnp.minimum(idx, npix - 1)
-        sub_in = jax.tree_util.tree_map(lambda a: a[safe], inputs)
+    def gathered(inp, st, size, then):
+        """``then`` on up to ``size`` active pixels of ``inp``/``st``, scattered back."""
+        total = int(st[1].shape[0])
+        (idx,) = jnp.nonzero(st[1], size=size, fill_value=total)
+        safe = jnp.minimum(idx, total - 1)
+        sub_in = jax.tree_util.tree_map(lambda a: a[safe], inp)
         sub_st = jax.tree_util.tree_map(lambda a: a[safe], st)
-        sub_st = (sub_st[0], sub_st[1] & valid, *sub_st[2:])
-        out = inner(sub_in, sub_st)
+        sub_st = (sub_st[0], sub_st[1] & (idx < total), *sub_st[2:])
+        out = then(sub_in, sub_st)
         return jax.tree_util.tree_map(lambda f, p: f.at[idx].set(p, mode="drop"), st, out)
 
-    return jax.lax.while_loop(round_cond, round_body, state)
+    def block(inp, st):
+        if small >= capacity:
+            return passes(inp, st, 0)
+        st = passes(inp, st, small)
+        return gathered(inp, st, small, lambda i, s: passes(i, s, 0))
+
+    def round_body(st):
+        return gathered(inputs, st, capacity, block)
+
+    return jax.lax.while_loop(lambda st: jnp.any(st[1]), round_body, state)
 
 
 # --------------------------------------------------------------------------- one integration
@@ -719,9 +787,10 @@ def fit_with_rate(xp, diffs, use, rate, gain, sigma2, cov: LikelyCovariance):
     c = _Cov.of(cov)
     diffs, use = _rows(diffs), _rows(use)
     final = _fit(xp, c, diffs, use, rate, rate / gain, sigma2)
-    w = [x / final["a"] for x in final["xu"]]
-    unit_poisson = _tri_quadratic(xp, w, c.ap, c.bp) / gain
-    var_rnoise = sigma2 * _tri_quadratic(xp, w, c.ar, c.br)
+    # The weights are xu / a: the quadratic forms of xu are divided by a**2 once.
+    a2 = final["a"] * final["a"]
+    unit_poisson = _tri_quadratic(xp, final["xu"], c.ap, c.bp) / (a2 * gain)
+    var_rnoise = sigma2 * _tri_quadratic(xp, final["xu"], c.ar, c.br) / a2
     nan = xp.full_like(rate, xp.nan)
     valid = final["valid"]
     return {
@@ -783,6 +852,7 @@ def combine_integrations(xp, slope, var_poisson, var_rnoise, chisq, int_dq, int_
     slope, var_poisson, var_rnoise = _rows(slope), _rows(var_poisson), _rows(var_rnoise)
     chisq, int_dq, int_dnu = _rows(chisq), _rows(int_dq), _rows(int_dnu)
     nints = len(slope)
+    chain = _chained(nints)
     zero = xp.zeros_like(slope[0])
     one = xp.ones_like(zero)
     valid = [~xp.isnan(s) for s in slope]
@@ -806,17 +876,19 @@ def combine_integrations(xp, slope, var_poisson, var_rnoise, chisq, int_dq, int_
             ok = valid[i] & (total > 0)
             w.append(xp.where(ok, 1.0 / xp.where(ok, total, one), zero))
             vpg.append(vpg_i)
-        wsum = _sum(xp, w)
+        wsum = _sum(xp, w, chain=chain)
         safe = xp.where(wsum > 0, wsum, one)
-        rate = _sum(xp, [w[i] * s[i] for i in range(nints)]) / safe
-        vp_out = _sum(xp, [w[i] * w[i] * vpg[i] for i in range(nints)]) / (safe * safe)
-        vr_out = _sum(xp, [w[i] * w[i] * vr[i] for i in range(nints)]) / (safe * safe)
+        rate = _sum(xp, [w[i] * s[i] for i in range(nints)], chain=chain) / safe
+        vp_out = _sum(xp, [w[i] * w[i] * vpg[i] for i in range(nints)], chain=chain)
+        vp_out = vp_out / (safe * safe)
+        vr_out = _sum(xp, [w[i] * w[i] * vr[i] for i in range(nints)], chain=chain)
+        vr_out = vr_out / (safe * safe)
         g = rate
     nan = xp.full_like(rate, xp.nan)
     rate = xp.where(any_valid, rate, nan)
     vp_out = xp.where(any_valid, vp_out, nan)
     vr_out = xp.where(any_valid, vr_out, nan)
-    chi = _sum(xp, list(chisq))
+    chi = _sum(xp, list(chisq), chain=chain)
     keep = xp.asarray(_SAT | _JUMP, dtype=xp.uint32)
     dq = pixeldq
     all_dnu = int_dnu[0]
