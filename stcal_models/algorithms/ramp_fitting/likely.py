@@ -685,17 +685,17 @@ def _row_chunks(ny: int, row_bytes: int, budget: int) -> list[tuple[int, int]]:
 def _run_chunks(xp, plan: _FitPlan, phase: str, arrays, chunks, pad_to) -> dict:
     """Run ``plan`` on each row chunk of ``arrays`` (image axes last) and join the outputs.
 
-    On JAX every chunk is padded to ``pad_to`` rows so that one compiled kernel serves all.
+    On JAX every chunk has ``pad_to`` rows so that one compiled kernel serves all: a
+    shorter last chunk is extended upwards into the chunk before it, whose rows it
+    recomputes to the same values (pixels are independent) and then drops.
     """
+    ny = int(arrays[0].shape[-2])
     parts = []
     for r0, r1 in chunks:
-        part = [None if a is None else a[..., r0:r1, :] for a in arrays]
-        extra = 0 if pad_to is None else pad_to - (r1 - r0)
-        if extra:
-            part = [None if a is None else _pad_rows(xp, a, extra) for a in part]
-        out = plan.run(phase, *part)
-        if extra:
-            out = _map_tree(lambda v, n=r1 - r0: v[..., :n, :], out)
+        start = r0 if pad_to is None else max(0, min(r0, ny - pad_to))
+        out = plan.run(phase, *(None if a is None else a[..., start:r1, :] for a in arrays))
+        if start < r0:
+            out = _map_tree(lambda v, k=r0 - start: v[..., k:, :], out)
         parts.append(out)
     if len(parts) == 1:
         return parts[0]
@@ -717,10 +717,3 @@ def _join(xp, parts: Sequence[dict]) -> dict:
             out[key] = None if values[0] is None else xp.concat(values, axis=-2)
         del values
     return out
-
-
-def _pad_rows(xp, a, extra: int):
-    """Append ``extra`` rows (edge copies) along axis -2 so every chunk has one shape."""
-    edge = a[..., -1:, :]
-    reps = [edge] * extra
-    return xp.concat([a, *reps], axis=-2)

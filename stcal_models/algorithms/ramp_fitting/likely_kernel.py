@@ -288,8 +288,10 @@ def _jax_sorted_rows(vals):
 def row_nanmedian(xp, rows):
     """Median over a list of rows ignoring NaN (NaN where every row is NaN).
 
-    NumPy uses ``np.nanmedian``; other namespaces a sorting network of elementwise
-    minima and maxima (no sort, traces and differentiates under JAX).
+    NumPy uses ``np.nanmedian``.  JAX ranks every value against the others on short
+    ramps (one fused pass over the pixels, no intermediate arrays) and sorts with a
+    rolled comparator network on long ones; other namespaces run the network unrolled.
+    All of them trace and differentiate under JAX.
     """
     if isinstance(rows[0], np.ndarray):
         import warnings
@@ -299,23 +301,32 @@ def row_nanmedian(xp, rows):
             return np.nanmedian(np.stack(rows, axis=0), axis=0).astype(rows[0].dtype)
     inf = xp.asarray(xp.inf, dtype=rows[0].dtype)
     vals = [xp.where(xp.isnan(r), inf, r) for r in rows]
-    if _is_jax(vals[0]) and len(vals) > 1:
-        ordered = _jax_sorted_rows(xp.stack(vals, axis=0))
-        vals = [ordered[i, ...] for i in range(len(vals))]
-    else:
-        for stage in _network_stages(len(vals)):
-            for a, b in stage:
-                vals[a], vals[b] = xp.minimum(vals[a], vals[b]), xp.maximum(vals[a], vals[b])
-    chain = _chained(len(rows))
+    n = len(vals)
+    chain = _chained(n)
     count = xp.astype(_count(xp, [~xp.isnan(r) for r in rows], chain=chain), xp.int32)
     lo_i = (count - 1) // 2
     hi_i = count // 2
     zero = xp.zeros_like(vals[0])
-    # Both middle elements, half each (one element twice for an odd count), summed as
-    # a matmul so that XLA materialises the median instead of re-deriving the network
-    # inside every consumer.
-    halves = [xp.where(lo_i == j, v * 0.5, zero) + xp.where(hi_i == j, v * 0.5, zero)
-              for j, v in enumerate(vals)]
+    if _is_jax(vals[0]) and chain and n > 1:
+        # The rank of each value in a stable sort (ties ordered by row): NaN, now +inf,
+        # rank after every number and so never reach the middle of ``count``.
+        ranks = []
+        for i, v in enumerate(vals):
+            before = [xp.astype((vals[j] <= v) if j < i else (vals[j] < v), xp.int32)
+                      for j in range(n) if j != i]
+            ranks.append(_sum(xp, before, chain=True))
+    else:
+        if _is_jax(vals[0]) and n > 1:
+            ordered = _jax_sorted_rows(xp.stack(vals, axis=0))
+            vals = [ordered[i, ...] for i in range(n)]
+        else:
+            for stage in _network_stages(n):
+                for a, b in stage:
+                    vals[a], vals[b] = xp.minimum(vals[a], vals[b]), xp.maximum(vals[a], vals[b])
+        ranks = list(range(n))
+    # Both middle elements, half each (one element twice for an odd count).
+    halves = [xp.where(lo_i == r, v * 0.5, zero) + xp.where(hi_i == r, v * 0.5, zero)
+              for r, v in zip(ranks, vals, strict=True)]
     mid = _sum(xp, halves, chain=chain)
     return xp.where(count > 0, mid, xp.full_like(mid, xp.nan))
 
