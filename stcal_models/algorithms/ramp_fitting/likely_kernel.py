@@ -574,7 +574,18 @@ def _mask_jumps(xp, cov: _Cov, diffs, use, centre, photon, sigma2,
     candidate = _jump_candidates(xp, cov, diffs, use, centre, photon, sigma2,
                                  threshold_one, threshold_two)
     state = (tuple(use), candidate, no, no, tuple(no for _ in range(n + 1)))
-    if _is_jax(centre):
+    if _is_jax(centre) and n <= _PACKED_MAX_DIFFS:
+        # The compaction gathers and scatters every array of the state: pack the rows
+        # of flags into the bits of one array each, and the differences into one array.
+        def packed_pass(inp, st):
+            stacked, *rest = inp
+            out = one_pass((tuple(_rows(stacked)), *rest), _unpack_state(xp, st, n))
+            return _pack_state(xp, out)
+
+        packed_inputs = (xp.stack(diffs, axis=0), centre, photon, sigma2)
+        state = _unpack_state(xp, _jax_compact_passes(
+            packed_pass, packed_inputs, _pack_state(xp, state), max_iter=n), n)
+    elif _is_jax(centre):
         state = _jax_compact_passes(one_pass, inputs, state, max_iter=n)
     else:
         for _ in range(n):
@@ -613,6 +624,37 @@ def _jump_candidates(xp, cov: _Cov, diffs, use, centre, photon, sigma2,
     return candidate
 
 
+#: Up to this many differences the jump-search state is packed into bits (uint32).
+_PACKED_MAX_DIFFS = 32
+
+
+def _pack_rows(xp, rows):
+    """Bool rows (at most 32) as the bits of one uint32 array, row ``i`` in bit ``i``."""
+    bits = xp.zeros(rows[0].shape, dtype=xp.uint32)
+    for i, row in enumerate(rows):
+        bits = bits | (xp.astype(row, xp.uint32) << i)
+    return bits
+
+
+def _unpack_rows(xp, bits, n: int):
+    """The ``n`` bool rows packed by :func:`_pack_rows`."""
+    return [((bits >> i) & 1) != 0 for i in range(n)]
+
+
+def _pack_state(xp, state):
+    """Jump-search state with its rows of flags packed (resultant 0 is never flagged)."""
+    use, active, found, isolated, groups = state
+    return (_pack_rows(xp, use), active, found, isolated, _pack_rows(xp, groups[1:]))
+
+
+def _unpack_state(xp, packed, n: int):
+    """Inverse of :func:`_pack_state`."""
+    use_bits, active, found, isolated, group_bits = packed
+    no = xp.zeros_like(active)
+    return (tuple(_unpack_rows(xp, use_bits, n)), active, found, isolated,
+            (no, *_unpack_rows(xp, group_bits, n)))
+
+
 #: Up to this many differences the jump search is screened by chi-square alone.
 _CHISQ_SCREEN_MAX_DIFFS = 12
 
@@ -635,6 +677,9 @@ def _put(full, part, mask):
 
 def _jax_compact_passes(one_pass, inputs, state, *, max_iter: int):
     """Later jump passes on JAX, on compact blocks of the still-active pixels.
+
+    Arrays of ``inputs`` and ``state`` have the pixels on their last axis and
+    ``state[1]`` marks the active ones.
 
     Each round gathers up to ``capacity`` active pixels (a sixteenth of the chunk, at
     least 256) and runs passes on them while more than an eighth of the block is active;
@@ -666,11 +711,12 @@ def _jax_compact_passes(one_pass, inputs, state, *, max_iter: int):
         total = int(st[1].shape[0])
         (idx,) = jnp.nonzero(st[1], size=size, fill_value=total)
         safe = jnp.minimum(idx, total - 1)
-        sub_in = jax.tree_util.tree_map(lambda a: a[safe], inp)
-        sub_st = jax.tree_util.tree_map(lambda a: a[safe], st)
+        sub_in = jax.tree_util.tree_map(lambda a: a[..., safe], inp)
+        sub_st = jax.tree_util.tree_map(lambda a: a[..., safe], st)
         sub_st = (sub_st[0], sub_st[1] & (idx < total), *sub_st[2:])
         out = then(sub_in, sub_st)
-        return jax.tree_util.tree_map(lambda f, p: f.at[idx].set(p, mode="drop"), st, out)
+        return jax.tree_util.tree_map(lambda f, p: f.at[..., idx].set(p, mode="drop"), st,
+                                      out)
 
     def block(inp, st):
         if small >= capacity:
