@@ -524,3 +524,52 @@ def test_call_carries_chisq_in_the_result():
     assert finite.mean() > 0.9
     # chi-square of a good fit is of order the number of degrees of freedom
     assert 0.3 * 2 * 7 < np.median(np.asarray(result.chisq)[finite]) < 3 * 2 * 7
+
+
+# ----------------------------------------------------------------------------- JAX forms
+def test_jax_median_by_ranks_is_exact():
+    """The rank median (JAX, up to 32 rows) equals np.nanmedian, ties and NaN included."""
+    jax = pytest.importorskip("jax")
+    from stcal_models.algorithms.ramp_fitting.likely_kernel import row_nanmedian
+
+    rng = np.random.default_rng(41)
+    for n in (2, 3, 8, 19, 32):
+        values = np.round(rng.normal(0.0, 2.0, (n, 500))).astype(np.float32)  # many ties
+        values[rng.random(values.shape) < 0.2] = np.nan
+        values[:, :3] = np.nan  # all-NaN pixels
+        got = jax.jit(lambda v: row_nanmedian(jax.numpy, list(v)))(jax.numpy.asarray(values))
+        with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+            want = np.nanmedian(values, axis=0)
+        np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_jax_chained_and_packed_forms_match_the_stacked_ones(monkeypatch):
+    """Short ramps reduce rows as chains and pack the jump-search state into bits; the
+    stacked, unpacked forms used on long ramps give the same fit on the same pixels."""
+    jax = pytest.importorskip("jax")
+    from stcal_models.algorithms.ramp_fitting import likely_kernel
+
+    rng = np.random.default_rng(43)
+    shape = (12, 21)
+    data = _simulate(rng, rng.uniform(1.0, 40.0, shape), 14, shape, nframes=2, nints=2)
+    hits = rng.random(data.shape) < 0.04
+    data += np.cumsum(hits * rng.uniform(100.0, 900.0, data.shape), axis=1).astype(np.float32)
+    jnp = jax.numpy
+
+    def fit(cols):
+        # a different frame width compiles afresh, so each form is really traced
+        part = np.ascontiguousarray(data[..., :cols])
+        meta = ExposureMeta(nints=2, ngroups=14, nframes=2, frame_time=FT)
+        refs = (r.to_backend("jax") for r in _refs(part.shape[-2:]))
+        return LikelyRampFit().fit(_model(jnp, part, meta=meta), *refs)
+
+    short = fit(20)
+    monkeypatch.setattr(likely_kernel, "_CHAIN_MAX_DIFFS", 0)
+    monkeypatch.setattr(likely_kernel, "_PACKED_MAX_DIFFS", 0)
+    long = fit(21)
+    assert np.count_nonzero(np.asarray(short.groupdq) & int(DQ.JUMP_DET)) > 20
+    np.testing.assert_array_equal(np.asarray(short.groupdq), np.asarray(long.groupdq)[..., :20])
+    for name in ("data", "var_poisson", "var_rnoise"):
+        np.testing.assert_allclose(np.asarray(getattr(short.result.rateints, name)),
+                                   np.asarray(getattr(long.result.rateints, name))[..., :20],
+                                   rtol=2e-5)
