@@ -346,26 +346,56 @@ def test_slopes_are_unbiased_with_unit_pulls():
 
 
 # ----------------------------------------------------------------------------- chunks
-@pytest.mark.parametrize("backend", ["numpy", "jax"])
-def test_chunked_equals_single_chunk(backend):
-    from stcal_models.algorithms.ramp_fitting.likely import _row_bytes
-
+def _chunk_scenario(xp):
     rng = np.random.default_rng(21)
     data = _simulate(rng, 6.0, 6, (5, 8), nints=2)
     data[0, 3:, 2, 3] += 300.0
     data[1, 2:, 4, 6] += 300.0
-    ramp, refs = _model(np, data), _refs((5, 8))
-    if backend == "jax":
-        ramp, refs = ramp.to_backend("jax"), tuple(r.to_backend("jax") for r in refs)
-    one = LikelyRampFit(max_memory=1.0).fit(ramp, *refs)
-    # two rows per chunk: chunks of 2, 2 and 1 rows (the last one padded on JAX)
-    budget = 2.5 * _row_bytes(2, 6, 8) / 2**30
-    tiny = LikelyRampFit(max_memory=budget).fit(ramp, *refs)
-    for a, b in ((one.result.rate, tiny.result.rate), (one.result.rateints, tiny.result.rateints)):
+    gdq = np.zeros(data.shape, np.uint8)
+    gdq[1, 4:, 0, 1] = DQ.SATURATED
+    ramp = _model(xp, data, gdq)
+    gain_ref, rn_ref = _refs((5, 8))
+    if xp is not np:
+        gain_ref = GainRef(data=xp.asarray(gain_ref.data))
+        rn_ref = ReadnoiseRef(data=xp.asarray(rn_ref.data))
+    return ramp, (gain_ref, rn_ref)
+
+
+def _assert_fits_equal(one, other):
+    for a, b in ((one.result.rate, other.result.rate),
+                 (one.result.rateints, other.result.rateints)):
         for name in ("data", "err", "var_poisson", "var_rnoise", "dq"):
             np.testing.assert_array_equal(_np(getattr(a, name)), _np(getattr(b, name)))
-    np.testing.assert_array_equal(_np(one.groupdq), _np(tiny.groupdq))
-    np.testing.assert_array_equal(_np(one.chisq), _np(tiny.chisq))
+    np.testing.assert_array_equal(_np(one.groupdq), _np(other.groupdq))
+    np.testing.assert_array_equal(_np(one.chisq), _np(other.chisq))
+    np.testing.assert_array_equal(_np(one.chisq_ints), _np(other.chisq_ints))
+
+
+@pytest.mark.parametrize("expand_large_events", [False, True])
+def test_chunked_and_dask_equal_single_chunk(xp, expand_large_events):
+    from stcal_models.algorithms.ramp_fitting.likely import _row_bytes
+
+    ramp, refs = _chunk_scenario(xp)
+    before = (_np(ramp.data).copy(), _np(ramp.groupdq).copy())
+    one = LikelyRampFit(max_memory=1.0, expand_large_events=expand_large_events).fit(ramp, *refs)
+    # two rows per chunk: chunks of 2, 2 and 1 rows (on JAX the last one overlaps the
+    # chunk before it)
+    budget = 2.5 * _row_bytes(2, 6, 8) / 2**30
+    tiny = LikelyRampFit(max_memory=budget, expand_large_events=expand_large_events)
+    _assert_fits_equal(one, tiny.fit(ramp, *refs))
+    pytest.importorskip("dask")
+    _assert_fits_equal(one, dataclasses.replace(tiny, engine="dask").fit(ramp, *refs))
+    np.testing.assert_array_equal(_np(ramp.data), before[0])
+    np.testing.assert_array_equal(_np(ramp.groupdq), before[1])
+    assert _np(one.groupdq)[0, 3, 2, 3] & DQ.JUMP_DET
+
+
+def test_progress_bar_shown_when_requested(capsys):
+    ramp, refs = _chunk_scenario(np)
+    LikelyRampFit(progress=True, max_memory=1e-6).fit(ramp, *refs)
+    assert "LikelyRampFit" in capsys.readouterr().err
+    LikelyRampFit(progress=False, max_memory=1e-6).fit(ramp, *refs)
+    assert "LikelyRampFit" not in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- gradients
@@ -480,6 +510,8 @@ def test_few_groups_fall_back_to_ols():
         ("detect_jumps", 1, TypeError),
         ("max_memory", -1.0, ValueError),
         ("stcal_quirks", None, TypeError),
+        ("engine", "ray", ValueError),
+        ("progress", "yes", TypeError),
     ],
 )
 def test_parameters_are_validated(field, value, error):

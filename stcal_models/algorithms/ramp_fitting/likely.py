@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,8 +27,9 @@ import numpy as np
 from ...backends import array_namespace, as_namespace, is_jax_array, jit, to_numpy
 from ...dqflags import DQ
 from ...models import ExposureMeta, RampFitResult, RampModel
-from ..base import Step, check_number
+from ..base import Step, check_choice, check_number
 from ..jump.large_events import SnowballParams
+from .chunks import ENGINES, RowAssembler, run_row_chunks
 from .common import build_result, prepare_inputs
 from .likely_kernel import (
     LikelyCovariance,
@@ -520,6 +520,13 @@ class LikelyRampFit(Step):
         host between two kernel passes.  Default False.
     snowball : SnowballParams
         Snowball parameters (the jump step's defaults); used with ``expand_large_events``.
+    engine : str
+        ``"serial"`` (row chunks one after another) or ``"dask"`` (chunks as tasks of
+        dask's threaded scheduler; needs the optional ``dask`` dependency).  Results are
+        identical.
+    progress : bool or None
+        Progress bar over chunks: ``None`` shows one only when the fit takes more than a
+        couple of seconds, ``True`` always, ``False`` never.
 
     Notes
     -----
@@ -571,6 +578,8 @@ class LikelyRampFit(Step):
     suppress_one_group: bool = True
     expand_large_events: bool = False
     snowball: SnowballParams = SnowballParams()
+    engine: str = "serial"
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -585,6 +594,11 @@ class LikelyRampFit(Step):
                 raise TypeError(f"{owner}.{name}: expected bool, got {type(value).__name__} {value!r}")
         check_number(owner, "max_memory", self.max_memory, minimum=0.0, exclusive_minimum=True,
                      allow_none=True)
+        check_choice(owner, "engine", self.engine, ENGINES)
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise TypeError(
+                f"{owner}.progress: expected bool or None, got {type(self.progress).__name__}"
+            )
         if not isinstance(self.snowball, SnowballParams):
             raise TypeError(f"{owner}.snowball: expected SnowballParams, got "
                             f"{type(self.snowball).__name__} {self.snowball!r}")
@@ -612,8 +626,9 @@ class LikelyRampFit(Step):
             from .ols import OLSRampFit
 
             result = OLSRampFit(suppress_one_group=self.suppress_one_group,
-                                max_memory=self.max_memory)(ramp, gain_ref, readnoise_ref,
-                                                            dark_current)
+                                max_memory=self.max_memory, engine=self.engine,
+                                progress=self.progress)(ramp, gain_ref, readnoise_ref,
+                                                        dark_current)
             return LikelyFit(result=result, chisq=None, chisq_ints=None,
                              groupdq=inputs.groupdq, fallback="OLS")
         with_zf = _uses_zeroframe(meta, inputs.zeroframe, self.use_zeroframe)
@@ -630,16 +645,17 @@ class LikelyRampFit(Step):
         arrays = (inputs.data, inputs.groupdq, inputs.pixeldq, inputs.gain, inputs.readnoise,
                   inputs.dark_current, inputs.zeroframe if with_zf else None)
         count = None
+        run = {"engine": self.engine, "progress": self.progress, "owner": owner}
         if self.expand_large_events and self.detect_jumps:
-            found = _run_chunks(xp, plan, "detect", arrays, chunks, pad_to)
+            found = _run_chunks(xp, plan, "detect", arrays, chunks, pad_to, **run)
             gdq, use, count = flag_snowballs_in_fit(
                 inputs.groupdq, found["groupdq"], found["use"], self.snowball,
                 with_zf=with_zf, group_time=float(meta.group_time),
             )
             arrays = (inputs.data, gdq, *arrays[2:], use, found["rate"])
-            out = _run_chunks(xp, plan, "final", arrays, chunks, pad_to)
+            out = _run_chunks(xp, plan, "final", arrays, chunks, pad_to, **run)
         else:
-            out = _run_chunks(xp, plan, "full", arrays, chunks, pad_to)
+            out = _run_chunks(xp, plan, "full", arrays, chunks, pad_to, **run)
         keys = ("data", "dq", "err", "var_poisson", "var_rnoise")
         result = build_result({k: out["rate"][k] for k in keys},
                               {k: out["rateints"][k] for k in keys}, meta=meta)
@@ -682,38 +698,35 @@ def _row_chunks(ny: int, row_bytes: int, budget: int) -> list[tuple[int, int]]:
     return [(r0, min(ny, r0 + size)) for r0 in range(0, ny, size)]
 
 
-def _run_chunks(xp, plan: _FitPlan, phase: str, arrays, chunks, pad_to) -> dict:
-    """Run ``plan`` on each row chunk of ``arrays`` (image axes last) and join the outputs.
+def _run_chunks(xp, plan: _FitPlan, phase: str, arrays, chunks, pad_to, *,
+                engine: str = "serial", progress: bool | None = None,
+                owner: str = "LikelyRampFit") -> dict:
+    """Run ``plan`` on each row chunk of ``arrays`` (image axes last); full-frame outputs.
 
     On JAX every chunk has ``pad_to`` rows so that one compiled kernel serves all: a
     shorter last chunk is extended upwards into the chunk before it, whose rows it
-    recomputes to the same values (pixels are independent) and then drops.
+    recomputes to the same values (pixels are independent) and writes again.  Each
+    chunk's outputs go straight into full-frame arrays (:class:`RowAssembler`).
     """
     ny = int(arrays[0].shape[-2])
-    parts = []
-    for r0, r1 in chunks:
+
+    def one(r0: int, r1: int):
         start = r0 if pad_to is None else max(0, min(r0, ny - pad_to))
         out = plan.run(phase, *(None if a is None else a[..., start:r1, :] for a in arrays))
-        if start < r0:
-            out = _map_tree(lambda v, k=r0 - start: v[..., k:, :], out)
-        parts.append(out)
-    if len(parts) == 1:
-        return parts[0]
-    return _join(xp, parts)
+        if engine == "serial" and len(chunks) > 1:
+            # JAX dispatches asynchronously: finish the chunk before queueing the next so
+            # that one chunk's temporaries are alive at a time.
+            _block(out)
+        return start, out
+
+    if len(chunks) == 1:
+        return one(*chunks[0])[1]
+    assembler = RowAssembler(xp, ny)
+    run_row_chunks(one, chunks, engine=engine, progress=progress, owner=owner,
+                   collect=lambda done: assembler.put(done[1], done[0]))
+    return assembler.result()
 
 
-def _join(xp, parts: Sequence[dict]) -> dict:
-    """Concatenate the chunk outputs (dicts of arrays / dicts) along the row axis.
-
-    Each array is dropped from the chunk outputs as soon as it is joined, so the peak
-    holds the chunks plus one joined array rather than two copies of everything.
-    """
-    out = {}
-    for key in list(parts[0]):
-        values = [p.pop(key) for p in parts]
-        if isinstance(values[0], dict):
-            out[key] = _join(xp, values)
-        else:
-            out[key] = None if values[0] is None else xp.concat(values, axis=-2)
-        del values
-    return out
+def _block(tree) -> None:
+    """Wait for the JAX arrays of ``tree`` (no-op for other namespaces)."""
+    _map_tree(lambda v: v.block_until_ready() if hasattr(v, "block_until_ready") else v, tree)

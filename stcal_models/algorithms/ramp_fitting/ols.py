@@ -43,6 +43,7 @@ from ...backends import array_namespace, jit, to_numpy
 from ...dqflags import DQ
 from ...models import RampFitResult, RampModel
 from ..base import Step, check_choice, check_number
+from .chunks import ENGINES, run_row_chunks
 from .common import build_result, prepare_inputs
 
 __all__ = ["OLSRampFit", "ols_fit_arrays"]
@@ -932,7 +933,6 @@ def _close_run(xp, c, close):
 
 
 # --------------------------------------------------------------------------- step
-_ENGINES = ("serial", "dask")
 #: Default temporaries per row chunk.  Chunks this small keep the group loops' per-pixel
 #: state in cache: on a 2-core XLA CPU a 2048x2048 frame ran about twice as fast in
 #: 48 MiB chunks as in one piece (NumPy likewise), and the peak memory stays low.
@@ -1009,7 +1009,7 @@ class OLSRampFit(Step):
         check_choice(owner, "weighting", self.weighting, _WEIGHTINGS)
         check_number(owner, "max_memory", self.max_memory, minimum=0.0, exclusive_minimum=True,
                      allow_none=True)
-        check_choice(owner, "engine", self.engine, _ENGINES)
+        check_choice(owner, "engine", self.engine, ENGINES)
         if self.progress is not None and not isinstance(self.progress, bool):
             raise TypeError(
                 f"{owner}.progress: expected bool or None, got {type(self.progress).__name__}"
@@ -1105,35 +1105,8 @@ class OLSRampFit(Step):
         return DEFAULT_CHUNK_BYTES
 
     def _run_chunks(self, fn, chunks, owner: str) -> list[dict[str, Any]]:
-        from tqdm.auto import tqdm
-
-        disable = self.progress is False or len(chunks) < 2 and self.progress is not True
-        bar = tqdm(total=len(chunks), desc=owner, unit="chunk", disable=disable,
-                   delay=0.0 if self.progress else 2.0, leave=False)
-        try:
-            if self.engine == "dask":
-                try:
-                    import dask
-                except ImportError as exc:  # pragma: no cover - depends on the environment
-                    raise ImportError(
-                        f"{owner}(engine='dask') needs dask: install the 'dask' extra "
-                        "(pip install 'stcal-models[dask]') or use engine='serial'"
-                    ) from exc
-
-                def task(r0, r1):
-                    result = fn(r0, r1)
-                    bar.update(1)
-                    return result
-
-                tasks = [dask.delayed(task)(r0, r1) for r0, r1 in chunks]
-                return list(dask.compute(*tasks, scheduler="threads"))
-            parts = []
-            for r0, r1 in chunks:
-                parts.append(fn(r0, r1))
-                bar.update(1)
-            return parts
-        finally:
-            bar.close()
+        return run_row_chunks(fn, chunks, engine=self.engine, progress=self.progress,
+                              owner=owner)
 
 
 #: Largest fraction of pixels with a flagged group for which the unflagged ones are fitted
