@@ -352,7 +352,16 @@ def test_step_parameters_are_validated():
         "threshold_intercept": 5.5,
         "threshold_constant": 1.0 / 3.0,
         "include_diagnostic": False,
+        "max_memory": None,
+        "engine": "serial",
+        "progress": None,
     }
+    with pytest.raises(ValueError, match="max_memory"):
+        Cas22RampFit(max_memory=0.0)
+    with pytest.raises(ValueError, match="engine"):
+        Cas22RampFit(engine="ray")
+    with pytest.raises(TypeError, match="progress"):
+        Cas22RampFit(progress="yes")
     with pytest.raises(TypeError, match="use_jump"):
         Cas22RampFit(use_jump=1)
     with pytest.raises(TypeError, match="include_diagnostic"):
@@ -484,3 +493,36 @@ def test_evenly_sampled_pattern():
     b = Cas22RampFit()(RampModel(data=data, meta=explicit), gain, rn)
     np.testing.assert_allclose(to_numpy(a.rate.data), 7.0, rtol=1e-5)
     np.testing.assert_array_equal(to_numpy(a.rate.data), to_numpy(b.rate.data))
+
+
+@pytest.mark.parametrize("diagnostic", [False, True])
+def test_row_chunks_and_dask_equal_one_chunk(xp, diagnostic):
+    ramp, gain, rn, _ = _ramp(shape=(7, 5), nints=2, pattern=LONG, cr=1.0, seed=4)
+    gdq = np.zeros(ramp.data.shape, np.uint8)
+    gdq[1, 5:, 3, 2] = DQ.SATURATED
+    pixeldq = np.zeros((7, 5), np.uint32)
+    pixeldq[6, 4] = DQ.DO_NOT_USE
+    ramp = ramp.replace(groupdq=gdq, pixeldq=pixeldq)
+    if xp is not np:
+        ramp = RampModel(data=xp.asarray(np.asarray(ramp.data)), groupdq=xp.asarray(gdq),
+                         pixeldq=xp.asarray(pixeldq), meta=ramp.meta)
+        gain, rn = GainRef(data=xp.asarray(gain.data)), ReadnoiseRef(data=xp.asarray(rn.data))
+    step = Cas22RampFit(use_jump=True, include_diagnostic=diagnostic, max_memory=1.0)
+    whole = step(ramp, gain, rn)
+    # 2 rows per chunk: 2, 2, 2 and 1 rows (on JAX the last overlaps the one before)
+    rows2 = 2.5 * 5 * 2 * (24 * len(LONG) + 64) / 2**30
+    for engine in ("serial", "dask"):
+        if engine == "dask":
+            pytest.importorskip("dask")
+        chunked = Cas22RampFit(use_jump=True, include_diagnostic=diagnostic, max_memory=rows2,
+                               engine=engine)(ramp, gain, rn)
+        for product in ("rate", "rateints", "fitopt"):
+            a, b = getattr(whole, product), getattr(chunked, product)
+            if a is None:
+                assert b is None
+                continue
+            for name in ("data", "dq", "err", "var_poisson", "var_rnoise", "slope", "weights"):
+                if hasattr(a, name) and getattr(a, name) is not None:
+                    np.testing.assert_array_equal(to_numpy(getattr(b, name)),
+                                                  to_numpy(getattr(a, name)))
+    assert (to_numpy(whole.rate.dq) & DQ.JUMP_DET).any()

@@ -17,7 +17,14 @@ from typing import Any
 
 from ...backends import is_jax_array
 
-__all__ = ["ENGINES", "RowAssembler", "run_row_chunks"]
+__all__ = [
+    "ENGINES",
+    "RowAssembler",
+    "map_row_chunks",
+    "on_accelerator",
+    "row_chunks",
+    "run_row_chunks",
+]
 
 #: Accepted values of the fits' ``engine`` parameter.
 ENGINES = ("serial", "dask")
@@ -91,6 +98,75 @@ def run_row_chunks(
     return [] if collect is not None else results
 
 
+def on_accelerator(array) -> bool:
+    """True for a JAX array that lives on a GPU/TPU."""
+    if not is_jax_array(array):
+        return False
+    try:
+        return any(d.platform != "cpu" for d in array.devices())
+    except (AttributeError, TypeError):  # pragma: no cover - tracers
+        return False
+
+
+def row_chunks(ny: int, row_bytes: int, budget: int) -> list[tuple[int, int]]:
+    """Split ``ny`` rows into near-equal chunks of at most ``budget // row_bytes`` rows."""
+    rows = max(1, min(ny, budget // max(row_bytes, 1)))
+    n = -(-ny // rows)
+    size = -(-ny // n)
+    return [(r0, min(ny, r0 + size)) for r0 in range(0, ny, size)]
+
+
+def map_row_chunks(
+    fn: Callable[[int, int], dict],
+    xp,
+    ny: int,
+    chunks: Sequence[tuple[int, int]],
+    *,
+    same_size: bool = False,
+    engine: str = "serial",
+    progress: bool | None = None,
+    owner: str = "RampFit",
+) -> dict:
+    """Full-frame outputs of a pixel-independent fit run on row chunks.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(r0, r1)`` fits rows ``r0 .. r1`` and returns a (nested) dict of arrays whose
+        last two axes are (rows, nx).
+    xp : namespace
+        Namespace of the outputs.
+    ny : int
+        Rows of the frame.
+    chunks : sequence of (int, int)
+        Row ranges covering ``0 .. ny``.
+    same_size : bool
+        Give every call as many rows as the first chunk (one compiled shape on JAX): a
+        shorter last chunk is extended upwards into the chunk before it, whose rows are
+        recomputed to the same values and written again.
+    engine, progress, owner
+        As for :func:`run_row_chunks`.
+    """
+    size = chunks[0][1] - chunks[0][0]
+
+    def one(r0: int, r1: int):
+        start = max(0, min(r0, ny - size)) if same_size else r0
+        out = fn(start, r1)
+        if engine == "serial":
+            # JAX dispatches asynchronously: finish the chunk before queueing the next so
+            # that one chunk's temporaries are alive at a time.
+            _map(lambda v: v.block_until_ready() if hasattr(v, "block_until_ready") else v,
+                 out)
+        return start, out
+
+    if len(chunks) == 1:
+        return fn(*chunks[0])
+    assembler = RowAssembler(xp, ny)
+    run_row_chunks(one, chunks, engine=engine, progress=progress, owner=owner,
+                   collect=lambda done: assembler.put(done[1], done[0]))
+    return assembler.result()
+
+
 def _import_dask(owner: str):
     try:
         import dask
@@ -158,7 +234,7 @@ class RowAssembler:
 def _map(fn, tree):
     if isinstance(tree, dict):
         return {k: _map(fn, v) for k, v in tree.items()}
-    return None if tree is None else fn(tree)
+    return None if tree is None or isinstance(tree, int) else fn(tree)
 
 
 def _map2(fn, tree, other):

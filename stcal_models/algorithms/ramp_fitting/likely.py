@@ -29,7 +29,7 @@ from ...dqflags import DQ
 from ...models import ExposureMeta, RampFitResult, RampModel
 from ..base import Step, check_choice, check_number
 from ..jump.large_events import SnowballParams
-from .chunks import ENGINES, RowAssembler, run_row_chunks
+from .chunks import ENGINES, map_row_chunks, on_accelerator, row_chunks
 from .common import build_result, prepare_inputs
 from .likely_kernel import (
     LikelyCovariance,
@@ -632,14 +632,14 @@ class LikelyRampFit(Step):
             return LikelyFit(result=result, chisq=None, chisq_ints=None,
                              groupdq=inputs.groupdq, fallback="OLS")
         with_zf = _uses_zeroframe(meta, inputs.zeroframe, self.use_zeroframe)
-        chunks = _row_chunks(ny, _row_bytes(nints, ngroups, nx), self._budget(inputs))
-        if self.max_memory is None and not _on_accelerator(inputs.data):
+        chunks = row_chunks(ny, _row_bytes(nints, ngroups, nx), self._budget(inputs))
+        if self.max_memory is None and not on_accelerator(inputs.data):
             # On CPU the kernel runs fastest on blocks that stay in cache.
             block = max(4096, min(_CPU_BLOCK_PIXELS, _CPU_BLOCK_VALUES // ngroups))
             per = max(1, -(-block // nx))
             if chunks[0][1] - chunks[0][0] > per:
-                chunks = _row_chunks(ny, 1, per)
-        pad_to = chunks[0][1] - chunks[0][0] if is_jax_array(inputs.data) else None
+                chunks = row_chunks(ny, 1, per)
+        same_size = is_jax_array(inputs.data)
         plan = _FitPlan.of(meta, inputs.zeroframe, self.use_zeroframe, self.threshold_one_omit,
                            self.threshold_two_omit, self.detect_jumps, self.stcal_quirks)
         arrays = (inputs.data, inputs.groupdq, inputs.pixeldq, inputs.gain, inputs.readnoise,
@@ -647,15 +647,15 @@ class LikelyRampFit(Step):
         count = None
         run = {"engine": self.engine, "progress": self.progress, "owner": owner}
         if self.expand_large_events and self.detect_jumps:
-            found = _run_chunks(xp, plan, "detect", arrays, chunks, pad_to, **run)
+            found = _run_chunks(xp, plan, "detect", arrays, chunks, same_size, **run)
             gdq, use, count = flag_snowballs_in_fit(
                 inputs.groupdq, found["groupdq"], found["use"], self.snowball,
                 with_zf=with_zf, group_time=float(meta.group_time),
             )
             arrays = (inputs.data, gdq, *arrays[2:], use, found["rate"])
-            out = _run_chunks(xp, plan, "final", arrays, chunks, pad_to, **run)
+            out = _run_chunks(xp, plan, "final", arrays, chunks, same_size, **run)
         else:
-            out = _run_chunks(xp, plan, "full", arrays, chunks, pad_to, **run)
+            out = _run_chunks(xp, plan, "full", arrays, chunks, same_size, **run)
         keys = ("data", "dq", "err", "var_poisson", "var_rnoise")
         result = build_result({k: out["rate"][k] for k in keys},
                               {k: out["rateints"][k] for k in keys}, meta=meta)
@@ -675,58 +675,18 @@ _CPU_BLOCK_PIXELS = 131072
 _CPU_BLOCK_VALUES = 2**20
 
 
-def _on_accelerator(array) -> bool:
-    """True for a JAX array that lives on a GPU/TPU."""
-    if not is_jax_array(array):
-        return False
-    try:
-        return any(d.platform != "cpu" for d in array.devices())
-    except (AttributeError, TypeError):  # pragma: no cover - tracers
-        return False
-
-
 def _row_bytes(nints: int, ngroups: int, nx: int) -> int:
     """Estimated bytes of kernel temporaries per image row (about 40 (n, P) arrays)."""
     return nx * (nints * (5 * ngroups + 40) + 160 * ngroups)
 
 
-def _row_chunks(ny: int, row_bytes: int, budget: int) -> list[tuple[int, int]]:
-    """Split ``ny`` rows into near-equal chunks of at most ``budget // row_bytes`` rows."""
-    rows = max(1, min(ny, budget // max(row_bytes, 1)))
-    n = -(-ny // rows)
-    size = -(-ny // n)
-    return [(r0, min(ny, r0 + size)) for r0 in range(0, ny, size)]
-
-
-def _run_chunks(xp, plan: _FitPlan, phase: str, arrays, chunks, pad_to, *,
+def _run_chunks(xp, plan: _FitPlan, phase: str, arrays, chunks, same_size: bool, *,
                 engine: str = "serial", progress: bool | None = None,
                 owner: str = "LikelyRampFit") -> dict:
-    """Run ``plan`` on each row chunk of ``arrays`` (image axes last); full-frame outputs.
+    """Run ``plan`` on each row chunk of ``arrays`` (image axes last); full-frame outputs."""
 
-    On JAX every chunk has ``pad_to`` rows so that one compiled kernel serves all: a
-    shorter last chunk is extended upwards into the chunk before it, whose rows it
-    recomputes to the same values (pixels are independent) and writes again.  Each
-    chunk's outputs go straight into full-frame arrays (:class:`RowAssembler`).
-    """
-    ny = int(arrays[0].shape[-2])
+    def fit_rows(r0: int, r1: int) -> dict:
+        return plan.run(phase, *(None if a is None else a[..., r0:r1, :] for a in arrays))
 
-    def one(r0: int, r1: int):
-        start = r0 if pad_to is None else max(0, min(r0, ny - pad_to))
-        out = plan.run(phase, *(None if a is None else a[..., start:r1, :] for a in arrays))
-        if engine == "serial" and len(chunks) > 1:
-            # JAX dispatches asynchronously: finish the chunk before queueing the next so
-            # that one chunk's temporaries are alive at a time.
-            _block(out)
-        return start, out
-
-    if len(chunks) == 1:
-        return one(*chunks[0])[1]
-    assembler = RowAssembler(xp, ny)
-    run_row_chunks(one, chunks, engine=engine, progress=progress, owner=owner,
-                   collect=lambda done: assembler.put(done[1], done[0]))
-    return assembler.result()
-
-
-def _block(tree) -> None:
-    """Wait for the JAX arrays of ``tree`` (no-op for other namespaces)."""
-    _map_tree(lambda v: v.block_until_ready() if hasattr(v, "block_until_ready") else v, tree)
+    return map_row_chunks(fit_rows, xp, int(arrays[0].shape[-2]), chunks, same_size=same_size,
+                          engine=engine, progress=progress, owner=owner)
