@@ -16,9 +16,9 @@ from typing import Any
 from ...backends import array_namespace, is_jax_array, jit
 from ...dqflags import DQ
 from ...models import FitOptModel, RampFitResult, RampModel
-from ..base import Step, check_choice, check_number
+from ..base import Step, check_number
 from .cas22_kernel import cas22_fit, read_pattern_times
-from .chunks import ENGINES, map_row_chunks, on_accelerator, row_chunks
+from .chunks import check_chunk_options, map_row_chunks, on_accelerator, row_chunks
 from .common import build_result, prepare_inputs
 
 __all__ = ["Cas22RampFit", "cas22_fit_ramp"]
@@ -113,13 +113,7 @@ class Cas22RampFit(Step):
                 )
         check_number(owner, "threshold_intercept", self.threshold_intercept)
         check_number(owner, "threshold_constant", self.threshold_constant)
-        check_number(owner, "max_memory", self.max_memory, minimum=0.0, exclusive_minimum=True,
-                     allow_none=True)
-        check_choice(owner, "engine", self.engine, ENGINES)
-        if self.progress is not None and not isinstance(self.progress, bool):
-            raise TypeError(
-                f"{owner}.progress: expected bool or None, got {type(self.progress).__name__}"
-            )
+        check_chunk_options(owner, self.max_memory, self.engine, self.progress)
 
     # ------------------------------------------------------------------ call
     def __call__(self, ramp: RampModel, gain_ref, readnoise_ref, dark_current=None) -> RampFitResult:

@@ -16,10 +16,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ...backends import is_jax_array
+from ..base import check_choice, check_number
 
 __all__ = [
     "ENGINES",
     "RowAssembler",
+    "check_chunk_options",
     "map_row_chunks",
     "on_accelerator",
     "row_chunks",
@@ -96,6 +98,21 @@ def run_row_chunks(
     finally:
         bar.close()
     return [] if collect is not None else results
+
+
+def check_chunk_options(owner: str, max_memory: Any, engine: Any, progress: Any) -> None:
+    """Validate the fits' ``max_memory``, ``engine`` and ``progress`` parameters.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming ``owner.<parameter>`` and what was expected.
+    """
+    check_number(owner, "max_memory", max_memory, minimum=0.0, exclusive_minimum=True,
+                 allow_none=True)
+    check_choice(owner, "engine", engine, ENGINES)
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"{owner}.progress: expected bool or None, got {type(progress).__name__}")
 
 
 def on_accelerator(array) -> bool:

@@ -27,9 +27,9 @@ import numpy as np
 from ...backends import array_namespace, as_namespace, is_jax_array, jit, to_numpy
 from ...dqflags import DQ
 from ...models import ExposureMeta, RampFitResult, RampModel
-from ..base import Step, check_choice, check_number
+from ..base import Step, check_number
 from ..jump.large_events import SnowballParams
-from .chunks import ENGINES, map_row_chunks, on_accelerator, row_chunks
+from .chunks import check_chunk_options, map_row_chunks, on_accelerator, row_chunks
 from .common import build_result, prepare_inputs
 from .likely_kernel import (
     LikelyCovariance,
@@ -592,13 +592,7 @@ class LikelyRampFit(Step):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise TypeError(f"{owner}.{name}: expected bool, got {type(value).__name__} {value!r}")
-        check_number(owner, "max_memory", self.max_memory, minimum=0.0, exclusive_minimum=True,
-                     allow_none=True)
-        check_choice(owner, "engine", self.engine, ENGINES)
-        if self.progress is not None and not isinstance(self.progress, bool):
-            raise TypeError(
-                f"{owner}.progress: expected bool or None, got {type(self.progress).__name__}"
-            )
+        check_chunk_options(owner, self.max_memory, self.engine, self.progress)
         if not isinstance(self.snowball, SnowballParams):
             raise TypeError(f"{owner}.snowball: expected SnowballParams, got "
                             f"{type(self.snowball).__name__} {self.snowball!r}")

@@ -42,8 +42,8 @@ import numpy as np
 from ...backends import array_namespace, jit, to_numpy
 from ...dqflags import DQ
 from ...models import RampFitResult, RampModel
-from ..base import Step, check_choice, check_number
-from .chunks import ENGINES, run_row_chunks
+from ..base import Step, check_choice
+from .chunks import check_chunk_options, run_row_chunks
 from .common import build_result, prepare_inputs
 
 __all__ = ["OLSRampFit", "ols_fit_arrays"]
@@ -1007,13 +1007,7 @@ class OLSRampFit(Step):
                     f"{owner}.{name}: expected bool, got {type(getattr(self, name)).__name__}"
                 )
         check_choice(owner, "weighting", self.weighting, _WEIGHTINGS)
-        check_number(owner, "max_memory", self.max_memory, minimum=0.0, exclusive_minimum=True,
-                     allow_none=True)
-        check_choice(owner, "engine", self.engine, ENGINES)
-        if self.progress is not None and not isinstance(self.progress, bool):
-            raise TypeError(
-                f"{owner}.progress: expected bool or None, got {type(self.progress).__name__}"
-            )
+        check_chunk_options(owner, self.max_memory, self.engine, self.progress)
 
     # ------------------------------------------------------------------ call
     def __call__(self, ramp: RampModel, gain_ref, readnoise_ref, dark_current=None) -> RampFitResult:
