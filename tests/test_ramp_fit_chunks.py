@@ -56,3 +56,14 @@ def test_run_row_chunks_keeps_order_or_collects(engine):
 def test_run_row_chunks_rejects_unknown_engine():
     with pytest.raises(ValueError, match="Fit.engine"):
         run_row_chunks(lambda a, b: None, [(0, 1)], engine="ray", owner="Fit")
+
+
+@pytest.mark.parametrize("fit", ["OLSRampFit", "LikelyRampFit", "Cas22RampFit"])
+def test_dask_engine_without_dask_names_the_extra(monkeypatch, fit):
+    import sys
+
+    from stcal_models.algorithms import ramp_fitting
+
+    monkeypatch.setitem(sys.modules, "dask", None)
+    with pytest.raises(ImportError, match=rf"{fit}\(engine='dask'\) needs dask"):
+        getattr(ramp_fitting, fit)(engine="dask")

@@ -107,10 +107,14 @@ def check_chunk_options(owner: str, max_memory: Any, engine: Any, progress: Any)
     ------
     TypeError, ValueError
         Naming ``owner.<parameter>`` and what was expected.
+    ImportError
+        For ``engine="dask"`` when dask is not installed.
     """
     check_number(owner, "max_memory", max_memory, minimum=0.0, exclusive_minimum=True,
                  allow_none=True)
     check_choice(owner, "engine", engine, ENGINES)
+    if engine == "dask":
+        _import_dask(owner)
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"{owner}.progress: expected bool or None, got {type(progress).__name__}")
 

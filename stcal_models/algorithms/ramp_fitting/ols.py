@@ -43,7 +43,7 @@ from ...backends import array_namespace, jit, to_numpy
 from ...dqflags import DQ
 from ...models import RampFitResult, RampModel
 from ..base import Step, check_choice
-from .chunks import check_chunk_options, run_row_chunks
+from .chunks import RowAssembler, check_chunk_options, run_row_chunks
 from .common import build_result, prepare_inputs
 
 __all__ = ["OLSRampFit", "ols_fit_arrays"]
@@ -1078,7 +1078,7 @@ class OLSRampFit(Step):
                                      inputs.zeroframe, inputs.gain, inputs.readnoise, summary,
                                      has_chargeloss=False, clean=True, rows=(r0, r1), **params)
 
-            return _concat_parts(inputs.xp, self._run_chunks(fit_static, chunks, owner))
+            return self._join_chunks(inputs.xp, ny, fit_static, chunks, owner)
 
         def fit_rows(r0: int, r1: int) -> dict[str, Any]:
             rows = slice(r0, r1)
@@ -1091,16 +1091,22 @@ class OLSRampFit(Step):
                                  has_chargeloss=has_cl, save_opt=self.save_opt, clean=clean,
                                  **params)
 
-        return _concat_parts(inputs.xp, self._run_chunks(fit_rows, chunks, owner))
+        return self._join_chunks(inputs.xp, ny, fit_rows, chunks, owner)
 
     def _budget(self, inputs) -> int:
         if self.max_memory is not None:
             return int(self.max_memory * 2**30)
         return DEFAULT_CHUNK_BYTES
 
-    def _run_chunks(self, fn, chunks, owner: str) -> list[dict[str, Any]]:
-        return run_row_chunks(fn, chunks, engine=self.engine, progress=self.progress,
-                              owner=owner)
+    def _join_chunks(self, xp, ny: int, fn, chunks, owner: str) -> dict[str, Any]:
+        """``fn(r0, r1)`` on every row chunk, written into full-frame outputs (renamed)."""
+        if len(chunks) == 1:
+            return _rename_outputs(xp, fn(*chunks[0]))
+        assembler = RowAssembler(xp, ny)
+        run_row_chunks(lambda r0, r1: (r0, fn(r0, r1)), chunks, engine=self.engine,
+                       progress=self.progress, owner=owner,
+                       collect=lambda done: assembler.put(done[1], done[0]))
+        return _rename_outputs(xp, assembler.result())
 
 
 #: Largest fraction of pixels with a flagged group for which the unflagged ones are fitted
@@ -1254,26 +1260,17 @@ _OUT_NAMES = {
 }
 
 
-def _concat_parts(xp, parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Join per-chunk kernel outputs along the row axis, renaming ``slope`` to ``data``.
-
-    Each output is released from the chunks as soon as it is joined, so the peak holds
-    the chunk outputs plus one joined array, not two full copies.
-    """
+def _rename_outputs(xp, joined: dict[str, Any]) -> dict[str, Any]:
+    """The kernel's full-frame outputs with ``slope`` renamed ``data`` and fitopt trimmed."""
     out: dict[str, Any] = {}
-    fitopt = [p.pop("fitopt") for p in parts] if "fitopt" in parts[0] else None
-    for key in list(parts[0]):
+    for key, value in joined.items():
         name = key
         for src, dst in _OUT_NAMES.items():
             if key == src:
                 name = dst
             elif key == "int_" + src:
                 name = "int_" + dst
-        values = [p.pop(key) for p in parts]
-        out[name] = values[0] if len(values) == 1 else xp.concat(values, axis=-2)
-        del values
-    if fitopt is not None:
-        out["fitopt"] = _concat_fitopt(xp, fitopt)
+        out[name] = _trim_fitopt(xp, value) if key == "fitopt" else value
     return out
 
 
@@ -1380,12 +1377,9 @@ def _opt_finish(xp, state, data, groupdq, one_group, use_zf, dead, int_slope, in
     return out
 
 
-def _concat_fitopt(xp, parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Join per-chunk fitopt arrays on the row axis and trim unused slots (host sync)."""
-    joined = {
-        key: parts[0][key] if len(parts) == 1 else xp.concat([p[key] for p in parts], axis=-2)
-        for key in parts[0]
-    }
+def _trim_fitopt(xp, joined: dict[str, Any]) -> dict[str, Any]:
+    """Full-frame fitopt arrays with the unused segment / cosmic-ray slots cut (host sync)."""
+    joined = dict(joined)
     nseg = max(0, int(xp.max(joined.pop("nseg"))))
     ncr = max(0, int(xp.max(joined.pop("ncr"))))
     out = {name: joined[name][:, :nseg, ...] for name in _OPT_SEG}
