@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     d1.add_argument("--refs", type=Path, required=True, help="folder with gain.asdf, readnoise.asdf, ...")
     d1.add_argument("--backend", choices=("numpy", "jax"), default="numpy")
     d1.add_argument("--algorithm", choices=("OLS_C", "LIKELY"), default="OLS_C")
+    d1.add_argument(
+        "--jax-cache", metavar="DIR", default=None,
+        help="with --backend jax: keep compiled kernels in DIR so that later runs skip "
+             "compilation (default: $STCAL_MODELS_CACHE or ~/.cache/stcal-models/jax; "
+             "'none' turns the cache off)",
+    )
     d1.add_argument("-o", "--output", type=Path, help="output _rate.fits (default: beside the input)")
     d1.add_argument("--rateints", action="store_true", help="also write the _rateints file")
     d1.add_argument("--fitopt", action="store_true", help="also write the _fitopt ASDF product")
@@ -96,6 +102,14 @@ def _detector1(args) -> int:
         raise CLIError(f"{output.parent}: output folder does not exist")
     ramp = read_ramp(args.input)
     refs = References.from_dir(args.refs)
+    if args.backend == "jax" and args.jax_cache != "none":
+        from .backends import enable_compilation_cache
+
+        try:
+            enable_compilation_cache(args.jax_cache)
+        except OSError as exc:
+            raise CLIError(f"--jax-cache: cannot use {args.jax_cache or 'the default cache'}: "
+                           f"{exc}") from exc
     ramp_fit = _ramp_fit(args.algorithm, args.fitopt)
     jump = JumpDetection() if args.rejection_threshold is None else JumpDetection(
         rejection_threshold=args.rejection_threshold

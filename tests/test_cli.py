@@ -93,3 +93,23 @@ def test_bad_inputs_one_line_errors(exposure, tmp_path):
     assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
     _assert_clean_failure(run("simulate", tmp_path / "sim.txt"), tmp_path / "sim.txt", "expected a .fits or .asdf")
     _assert_clean_failure(run("info", tmp_path / "absent.asdf"), tmp_path / "absent.asdf", "no such file")
+
+
+def test_jax_backend_keeps_compiled_kernels(exposure, tmp_path):
+    folder, uncal = exposure
+    cache = tmp_path / "jax-cache"
+    out = tmp_path / "jax_rate.fits"
+    done = run("detector1", uncal, "--refs", folder / "refs", "-o", out, "--backend", "jax",
+               "--jax-cache", cache, "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert any(cache.iterdir())
+    reference = tmp_path / "numpy_rate.fits"
+    assert run("detector1", uncal, "--refs", folder / "refs", "-o", reference, "--quiet").returncode == 0
+    with fits.open(out) as hdul, fits.open(reference) as numpy_run:
+        np.testing.assert_allclose(hdul["SCI"].data, numpy_run["SCI"].data, rtol=1e-4,
+                                   atol=1e-5, equal_nan=True)
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    _assert_clean_failure(run("detector1", uncal, "--refs", folder / "refs", "-o", out.with_name(
+        "x_rate.fits"), "--backend", "jax", "--jax-cache", blocked / "sub"), out.with_name(
+        "x_rate.fits"), "--jax-cache")

@@ -1,5 +1,7 @@
-"""Array-namespace selection, backend conversion, ``jit`` and the few ops the array API lacks."""
+"""Array-namespace selection, backend conversion, ``jit`` (with an optional on-disk
+compilation cache) and the few ops the array API lacks."""
 
+from .cache import default_cache_dir, enable_compilation_cache
 from .jit import jit
 from .namespace import (
     BACKENDS,
@@ -18,6 +20,8 @@ __all__ = [
     "array_namespace",
     "as_namespace",
     "backend_name",
+    "default_cache_dir",
+    "enable_compilation_cache",
     "is_jax_array",
     "is_numpy_array",
     "jit",
