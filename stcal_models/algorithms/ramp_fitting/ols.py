@@ -43,7 +43,7 @@ from ...backends import array_namespace, jit, to_numpy
 from ...dqflags import DQ
 from ...models import RampFitResult, RampModel
 from ..base import Step, check_choice
-from .chunks import RowAssembler, check_chunk_options, run_row_chunks
+from .chunks import check_chunk_options, map_row_chunks
 from .common import build_result, prepare_inputs
 
 __all__ = ["OLSRampFit", "ols_fit_arrays"]
@@ -1100,13 +1100,9 @@ class OLSRampFit(Step):
 
     def _join_chunks(self, xp, ny: int, fn, chunks, owner: str) -> dict[str, Any]:
         """``fn(r0, r1)`` on every row chunk, written into full-frame outputs (renamed)."""
-        if len(chunks) == 1:
-            return _rename_outputs(xp, fn(*chunks[0]))
-        assembler = RowAssembler(xp, ny)
-        run_row_chunks(lambda r0, r1: (r0, fn(r0, r1)), chunks, engine=self.engine,
-                       progress=self.progress, owner=owner,
-                       collect=lambda done: assembler.put(done[1], done[0]))
-        return _rename_outputs(xp, assembler.result())
+        joined = map_row_chunks(fn, xp, ny, chunks, engine=self.engine, progress=self.progress,
+                                owner=owner)
+        return _rename_outputs(xp, joined)
 
 
 #: Largest fraction of pixels with a flagged group for which the unflagged ones are fitted
