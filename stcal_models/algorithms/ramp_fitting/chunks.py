@@ -220,7 +220,6 @@ class RowAssembler:
         self._xp = xp
         self._ny = int(ny)
         self._full: dict | None = None
-        self._jax = "jax" in getattr(xp, "__name__", "")
 
     def put(self, part: dict, start: int) -> None:
         """Copy ``part`` (rows ``start .. start + its rows``) into the full arrays."""
@@ -245,7 +244,7 @@ class RowAssembler:
         return self._xp.empty(shape, dtype=part.dtype)
 
     def _insert(self, full, part, start: int):
-        if self._jax or is_jax_array(full):
+        if is_jax_array(full):
             return _jax_insert(full, part, start)
         rows = int(part.shape[-2])
         full[..., start:start + rows, :] = part
